@@ -1,0 +1,33 @@
+"""prunenet: calibration-free FFN compression by policy learning (PruneNet, ICLR 2025)."""
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="prunenet",
+    version="0.1.0",
+    description="Calibration-free structured pruning of LLM FFNs (PruneNet), fast on CPU and GPU",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # `kernels/` installs as `prunenet_kernels`: a top-level `kernels` would shadow the Hugging Face
+    # package of that name, which transformers probes for.
+    packages=["prunenet", "prunenet.eval", "prunenet_kernels"],
+    package_dir={"prunenet_kernels": "kernels"},
+    install_requires=[
+        "torch>=2.4,<3",
+        "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "transformers>=4.46",
+        "safetensors>=0.4.3",
+        "tqdm>=4.60",
+        # The embedded default model is a GGUF file; transformers needs these to read it.
+        "gguf>=0.10",
+        "accelerate>=0.30",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-benchmark>=4", "scipy>=1.10"],
+        "eval": ["lm-eval>=0.4.5"],
+        "plot": ["matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["prunenet=prunenet.cli:main"]},
+)
