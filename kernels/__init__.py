@@ -63,6 +63,6 @@ def ks_statistic(a, b):
 
 def slice_ffn(gate, up, down, kept):
     """Kept rows of gate/up and kept columns of down, all layers in one launch; see `slicing`."""
-    if use_triton(gate):
+    if use_triton(gate, up, down):
         return slicing.slice_ffn_triton(gate, up, down, kept)
     return slicing.slice_ffn_torch(gate, up, down, kept)

@@ -26,4 +26,5 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     choice = backend()
     if choice != "auto":
         return choice == "triton"
-    return all(t is None or t.is_cuda for t in tensors)
+    given = [t for t in tensors if t is not None]
+    return bool(given) and all(t.is_cuda for t in given)

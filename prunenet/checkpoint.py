@@ -1,0 +1,225 @@
+"""Local Hugging Face checkpoints, read and written tensor by tensor (DESIGN section 4).
+
+`Checkpoint` validates a folder up front (config, index, every shard's header) so that a bad input
+fails before any work is done. `write_safetensors` writes a shard from a plan of shapes and a stream
+of tensors: the header is known before any data, so only one tensor is ever held in memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from safetensors import safe_open
+
+CONFIG = "config.json"
+SINGLE_SHARD = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+# Files that are weights (rewritten or never copied); everything else beside them is copied as is.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
+
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+class Checkpoint:
+    """A local model folder with config.json and safetensors weights (one file or an index of shards)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ValueError(f"model folder {str(self.path)!r} does not exist")
+        self.config = _read_json(self.path / CONFIG, "config")
+        self.index: dict | None = _read_json(self.path / INDEX, "shard index") if (self.path / INDEX).exists() else None
+        self.weight_map = self._weight_map()
+        self.shards = sorted(set(self.weight_map.values()))
+        self.headers: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+        self.shard_metadata: dict[str, dict[str, str] | None] = {}
+        for shard in self.shards:
+            self._read_header(shard)
+        for name, shard in self.weight_map.items():
+            if name not in self.headers[shard]:
+                raise ValueError(f"{INDEX} puts {name!r} in {shard!r}, which does not hold it")
+
+    @property
+    def sharded(self) -> bool:
+        return self.index is not None
+
+    @property
+    def model_type(self) -> str | None:
+        return self.config.get("model_type")
+
+    def _weight_map(self) -> dict[str, str]:
+        if self.index is not None:
+            weight_map = self.index.get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError(f"{self.path / INDEX} has no weight_map")
+            return {str(k): str(v) for k, v in weight_map.items()}
+        if (self.path / SINGLE_SHARD).exists():
+            with _open(self.path / SINGLE_SHARD) as f:
+                return {name: SINGLE_SHARD for name in f.keys()}
+        raise ValueError(
+            f"no safetensors weights in {str(self.path)!r} (expected {SINGLE_SHARD} or {INDEX}; "
+            "pickled .bin checkpoints are not read)"
+        )
+
+    def _read_header(self, shard: str) -> None:
+        with _open(self.path / shard) as f:
+            self.shard_metadata[shard] = f.metadata()
+            self.headers[shard] = {
+                name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()
+            }
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.headers[self.weight_map[name]][name][1]
+
+    def num_parameters(self) -> int:
+        """Elements stored in the checkpoint (tied weights stored once count once)."""
+        total = 0
+        for header in self.headers.values():
+            for _, shape in header.values():
+                numel = 1
+                for dim in shape:
+                    numel *= dim
+                total += numel
+        return total
+
+    @contextmanager
+    def open_shard(self, shard: str):
+        with _open(self.path / shard) as f:
+            yield f
+
+    def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
+        """One tensor (or a slice of its rows) from its shard."""
+        with self.open_shard(self.weight_map[name]) as f:
+            return f.get_slice(name)[rows] if rows is not None else f.get_tensor(name)
+
+    def auxiliary_files(self) -> list[Path]:
+        """Tokenizer, generation config and other non-weight files to copy beside the new weights."""
+        return sorted(
+            p for p in self.path.iterdir()
+            if p.is_file() and p.name not in (CONFIG, INDEX) and not p.name.endswith(_WEIGHT_SUFFIXES)
+        )
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.exists():
+        raise ValueError(f"missing {what} file {str(path)!r}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"corrupt {what} file {str(path)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"corrupt {what} file {str(path)!r}: not a JSON object")
+    return data
+
+
+@contextmanager
+def _open(path: Path):
+    if not path.exists():
+        raise ValueError(f"missing shard {str(path)!r}")
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except Exception as exc:  # safetensors raises its own error type for every kind of damage
+        raise ValueError(f"corrupt shard {str(path)!r}: {exc}") from None
+    with handle as f:
+        yield f
+
+
+def write_safetensors(
+    path: Path,
+    plan: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """Write a safetensors file whose tensors follow `plan` (name -> dtype, shape) in order.
+
+    `tensors` yields (name, tensor) in the plan's order; each is checked against the plan, written and
+    dropped. Returns the number of data bytes written.
+    """
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, (dtype, shape) in plan.items():
+        nbytes = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data section starts 8-byte aligned
+    names = iter(plan)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(encoded)))
+        out.write(encoded)
+        for name, tensor in tensors:
+            expected = next(names, None)
+            dtype, shape = plan[expected] if expected is not None else (None, None)
+            if name != expected or tensor.dtype != dtype or tuple(tensor.shape) != shape:
+                raise RuntimeError(f"tensor {name!r} {tensor.dtype} {tuple(tensor.shape)} does not follow the plan")
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+            out.write(memoryview(data.numpy()))
+        if next(names, None) is not None:
+            raise RuntimeError(f"{path.name}: fewer tensors than planned")
+    return offset
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    numel = 1
+    for dim in shape:
+        numel *= dim
+    return numel
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing output unless `overwrite`; the parent folder must exist."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ValueError(f"output {str(out)!r} exists; pass overwrite (--overwrite) to replace it")
+    if not out.parent.exists():
+        raise ValueError(f"parent folder of output {str(out)!r} does not exist")
+    return out
+
+
+@contextmanager
+def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    check_output(out, overwrite)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    else:
+        tmp.rename(out)
+
+
+def atomic_write(path: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
+    check_output(path, overwrite)
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
