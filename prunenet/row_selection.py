@@ -35,12 +35,12 @@ def kept_width(n: int, ratio: float, align: int | None = None) -> int:
     """
     check_ratio(ratio)
     k = int((1.0 - ratio) * n + 1e-9)  # the epsilon absorbs float error such as (1 - 0.71) * 100
-    if align is not None:
-        if isinstance(align, bool) or not isinstance(align, int) or align < 1:
-            raise ValueError(f"align={align!r} must be a positive int")
-        k = min(n, max(align, align * round(k / align)))
     if k < 1:
         raise ValueError(f"ratio {ratio!r} leaves no row of {n}")
+    if align is not None:
+        if isinstance(align, bool) or not isinstance(align, int) or not 1 <= align <= n:
+            raise ValueError(f"align={align!r} must be an int in [1, FFN width {n}]")
+        k = min(n, max(align, align * round(k / align)))
     return k
 
 
