@@ -17,6 +17,7 @@ from .embedded import DEFAULT_MODEL, resolve_model
 from .families import Family, family_for
 from .fit import FitOptions, train_policy
 from .policy import Policy, load_policy
+from .rewards import all_rows
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
 from .row_selection import MODES, SELECTORS, check_ratio, kept_width, select_rows
 from .writer import SlicePlan, write_compressed
@@ -204,10 +205,13 @@ def compress(
         raise ValueError(f"unknown selector {selector!r}; choose one of {', '.join(SELECTORS)}")
     if selection not in MODES:
         raise ValueError(f"unknown selection {selection!r}; choose one of {', '.join(MODES)}")
-    needs_fit = selector == "prunenet" and policy is None
+    if policy is not None and selector != "prunenet":
+        raise ValueError(f"a policy (--policy) applies to selector 'prunenet', not {selector!r}")
+    # Ratio 0 keeps every row: it needs no selection, so no fit when it is the only ratio.
+    needs_fit = selector == "prunenet" and policy is None and (fit_ratio is not None or any(all_ratios))
     if needs_fit:
         options = _fit_options(episodes=episodes, lr=lr, gamma=gamma, seed=seed, reg_weight=reg_weight, engine=engine)
-        fit_ratio = check_ratio(all_ratios[0] if fit_ratio is None else fit_ratio)
+        fit_ratio = check_ratio(next(r for r in all_ratios if r) if fit_ratio is None else fit_ratio)
     if policy_out is not None:
         if not needs_fit:
             raise ValueError("policy_out (--save-policy) needs a policy trained by this run")
@@ -242,7 +246,10 @@ def compress(
     for r, path in zip(all_ratios, outputs):
         k = kept_width(plan.n, r, align)
         with timer.phase("select"):
-            kept = select_rows(weights, k, selector, loaded_policy, selection, seed)
+            if k == plan.n:
+                kept = all_rows(weights)
+            else:
+                kept = select_rows(weights, k, selector, loaded_policy, selection, seed)
         provenance = {
             "ratio": r, "ffn_width_before": plan.n, "ffn_width_after": k, "selector": selector,
             "selection": selection if selector == "prunenet" else None, "seed": seed, "align": align,
