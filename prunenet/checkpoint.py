@@ -1,8 +1,11 @@
 """Local Hugging Face checkpoints, read and written tensor by tensor (DESIGN section 4).
 
 `Checkpoint` validates a folder up front (config, index, every shard's header) so that a bad input
-fails before any work is done. `write_safetensors` writes a shard from a plan of shapes and a stream
-of tensors: the header is known before any data, so only one tensor is ever held in memory.
+fails before any work is done. Tensors are read with plain file reads at the offsets of the shard's
+header, not through safetensors' memory map: the pages of a mapped shard count in the process's RSS
+until it is closed, i.e. a whole shard (often 5-10 GB) while it is rewritten. `write_safetensors`
+writes a shard from a plan of shapes and a stream of tensors: the header is known before any data, so
+only one tensor is ever held in memory.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
@@ -44,6 +48,7 @@ class Checkpoint:
         self.shards = sorted(set(self.weight_map.values()))
         self.headers: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self.shard_metadata: dict[str, dict[str, str] | None] = {}
+        self.offsets: dict[str, dict[str, tuple[int, int]]] = {}  # shard -> name -> (start, end) in the file
         for shard in self.shards:
             self._read_header(shard)
         for name, shard in self.weight_map.items():
@@ -73,11 +78,22 @@ class Checkpoint:
         )
 
     def _read_header(self, shard: str) -> None:
-        with _open(self.path / shard) as f:
+        with _open(self.path / shard) as f:  # safetensors validates the whole header and the file's size
             self.shard_metadata[shard] = f.metadata()
             self.headers[shard] = {
                 name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()
             }
+        for name, (dtype, _) in self.headers[shard].items():
+            if dtype not in DTYPES:
+                raise ValueError(f"shard {str(self.path / shard)!r}: tensor {name!r} has dtype {dtype}, "
+                                 f"which is not supported ({', '.join(DTYPES)})")
+        with open(self.path / shard, "rb") as raw:
+            (length,) = struct.unpack("<Q", raw.read(8))
+            header = json.loads(raw.read(length))
+        self.offsets[shard] = {
+            name: (8 + length + header[name]["data_offsets"][0], 8 + length + header[name]["data_offsets"][1])
+            for name in self.headers[shard]
+        }
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.headers[self.weight_map[name]][name][1]
@@ -95,13 +111,17 @@ class Checkpoint:
 
     @contextmanager
     def open_shard(self, shard: str):
-        with _open(self.path / shard) as f:
-            yield f
+        """A reader of the shard's tensors: `get_tensor(name)`, `get_rows(name, rows)`."""
+        path = self.path / shard
+        if not path.exists():
+            raise ValueError(f"missing shard {str(path)!r}")
+        with open(path, "rb") as f:
+            yield ShardReader(path, f, self.headers[shard], self.offsets[shard])
 
     def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
         """One tensor (or a slice of its rows) from its shard."""
         with self.open_shard(self.weight_map[name]) as f:
-            return f.get_slice(name)[rows] if rows is not None else f.get_tensor(name)
+            return f.get_rows(name, rows) if rows is not None else f.get_tensor(name)
 
     def auxiliary_files(self) -> list[Path]:
         """Tokenizer, generation config and other non-weight files to copy beside the new weights."""
@@ -109,6 +129,43 @@ class Checkpoint:
             p for p in self.path.iterdir()
             if p.is_file() and p.name not in (CONFIG, INDEX) and not p.name.endswith(_WEIGHT_SUFFIXES)
         )
+
+
+class ShardReader:
+    """Tensors of one open shard, each read with one file read into its own memory (no memory map)."""
+
+    def __init__(self, path: Path, file, header: dict, offsets: dict[str, tuple[int, int]]):
+        self.path, self._file, self._header, self._offsets = path, file, header, offsets
+
+    def keys(self) -> list[str]:
+        return list(self._header)
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        dtype, shape = self._header[name]
+        start, end = self._offsets[name]
+        return self._read(name, start, end - start).view(DTYPES[dtype]).reshape(shape)
+
+    def get_rows(self, name: str, rows: slice) -> torch.Tensor:
+        """`tensor[rows]`, reading only those rows' bytes when they are contiguous."""
+        dtype, shape = self._header[name]
+        first, stop, step = rows.indices(shape[0]) if shape else (0, 0, 0)
+        if not shape or step != 1:
+            return self.get_tensor(name)[rows]
+        stop = max(first, stop)
+        row_bytes = _numel(shape[1:]) * DTYPES[dtype].itemsize
+        data = self._read(name, self._offsets[name][0] + first * row_bytes, (stop - first) * row_bytes)
+        return data.view(DTYPES[dtype]).reshape(stop - first, *shape[1:])
+
+    def _read(self, name: str, start: int, nbytes: int) -> torch.Tensor:
+        data = torch.empty(nbytes, dtype=torch.uint8)
+        self._file.seek(start)
+        view, done = memoryview(data.numpy()), 0
+        while done < nbytes:
+            got = self._file.readinto(view[done:])
+            if not got:
+                raise ValueError(f"corrupt shard {str(self.path)!r}: tensor {name!r} is cut short")
+            done += got
+        return data
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -56,9 +56,14 @@ def load_scored(checkpoint: Checkpoint, plan: SlicePlan, device: torch.device) -
     if not by_layer or sorted(by_layer) != list(range(len(by_layer))):
         raise ValueError(f"{checkpoint.path}: the {family.scored!r} tensors do not cover layers 0..L-1")
     rows = slice(0, plan.n) if family.fused_gate_up else None
-    tensors = [checkpoint.read(by_layer[layer], rows) for layer in range(len(by_layer))]
-    dtype = torch.float32 if device.type == "cpu" else tensors[0].dtype
-    return torch.stack(tensors).to(device=device, dtype=dtype)
+    first = checkpoint.read(by_layer[0], rows)
+    dtype = torch.float32 if device.type == "cpu" else first.dtype
+    # Filled layer by layer: only one layer's tensor is ever held beside the stack.
+    stacked = torch.empty(len(by_layer), *first.shape, dtype=dtype, device=device)
+    stacked[0] = first
+    for layer in range(1, len(by_layer)):
+        stacked[layer] = checkpoint.read(by_layer[layer], rows)
+    return stacked
 
 
 def describe(checkpoint: Checkpoint, family: Family, plan: SlicePlan | None = None) -> dict:
@@ -231,7 +236,10 @@ def compress(
     for r in all_ratios:
         kept_width(plan.n, r, align)  # every ratio must leave rows before anything is fitted or written
     if loaded_policy is not None:
-        loaded_policy.check_shape(weights.shape[1], weights.shape[2])
+        try:
+            loaded_policy.check_shape(weights.shape[1], weights.shape[2])
+        except ValueError as exc:
+            raise ValueError(f"policy {str(policy)!r}: {exc}") from None
     if needs_fit:
         with timer.phase("fit"):
             loaded_policy = train_policy(weights, fit_ratio, options, checkpoint.model_type, progress)

@@ -82,10 +82,16 @@ def load_policy(path: str | os.PathLike) -> Policy:
         raise ValueError(f"policy file {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = json.loads((f.metadata() or {})[METADATA_KEY])
+            header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as exc:
         raise ValueError(f"{str(path)!r} is not a prunenet policy file: {exc}") from None
+    if METADATA_KEY not in header:
+        raise ValueError(f"{str(path)!r} is a safetensors file but not a prunenet policy (no {METADATA_KEY!r} metadata)")
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} has corrupt policy metadata: {exc}") from None
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} has policy format {metadata.get('format')!r}, expected {FORMAT!r}")
     policy = Policy(int(metadata["n"]), int(metadata["h"]), metadata=metadata)

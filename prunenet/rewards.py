@@ -48,17 +48,23 @@ class SpectralReward:
 
 
 class ExactReward(SpectralReward):
-    """Full-spectrum KS via Gram matrices and eigvalsh."""
+    """Full-spectrum KS via Gram matrices and eigvalsh.
+
+    Work goes in chunks of `layers_per_chunk` layers: the gathered rows, the kept Gram matrices and the
+    eigensolver's workspace of all layers at once would add as much memory again as the weights."""
 
     name = "exact"
 
-    def __init__(self, weights: torch.Tensor):
+    def __init__(self, weights: torch.Tensor, layers_per_chunk: int = 8):
         self.weights = weights
-        self.full_gram = K.kept_gram(weights, all_rows(weights))
-        self.original = spectrum_from_gram(self.full_gram)
+        self.chunks = [slice(i, i + layers_per_chunk) for i in range(0, weights.shape[0], layers_per_chunk)]
+        self.full_gram = torch.cat([K.kept_gram(weights[c], all_rows(weights[c])) for c in self.chunks])
+        self.original = torch.cat([spectrum_from_gram(self.full_gram[c]) for c in self.chunks])
 
     def spectra(self, kept: torch.Tensor) -> torch.Tensor:
-        return spectrum_from_gram(K.kept_gram(self.weights, kept, self.full_gram))
+        return torch.cat([
+            spectrum_from_gram(K.kept_gram(self.weights[c], kept[c], self.full_gram[c])) for c in self.chunks
+        ])
 
 
 class TopQReward(SpectralReward):

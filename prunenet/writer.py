@@ -7,6 +7,7 @@ renamed at the end, so an interrupted run leaves nothing half-written.
 """
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def write_compressed(
     progress: bool = False,
 ) -> None:
     k = kept.shape[1]
-    total_bytes = 0
+    total_bytes = total_parameters = 0
     with atomic_folder(out, overwrite) as tmp:
         names = [name for shard in checkpoint.shards for name in checkpoint.headers[shard]]
         bar = tqdm(total=len(names), desc=f"write {out.name}", unit="tensor", disable=not progress)
@@ -83,6 +84,7 @@ def write_compressed(
             layout = {
                 name: (DTYPES[dtype], plan.new_shape(name, shape, k)) for name, (dtype, shape) in header.items()
             }
+            total_parameters += sum(math.prod(shape) for _, shape in layout.values())
             with checkpoint.open_shard(shard) as f:
                 def stream():
                     for name in layout:
@@ -93,6 +95,8 @@ def write_compressed(
         if checkpoint.sharded:
             index = dict(checkpoint.index)
             index["metadata"] = {**index.get("metadata", {}), "total_size": total_bytes}
+            if "total_parameters" in index["metadata"]:  # recent transformers write it: keep it true
+                index["metadata"]["total_parameters"] = total_parameters
             write_json(tmp / INDEX, index)
         config = dict(checkpoint.config)
         for key in plan.family.width_keys:

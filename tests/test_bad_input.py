@@ -1,0 +1,270 @@
+"""Bad input fails early and cleanly: exit status 2, one `prunenet: error:` line naming the culprit,
+no traceback, and nothing written (no output folder, no `.partial-*` leftovers, no JSON report).
+
+Every CLI case runs `prunenet compress` (or `fit`) in-process through `prunenet.cli.main`; the folder
+each case works in is snapshotted before the call and must be byte-for-byte unchanged afterwards.
+A few representative cases also go through the Python API, which raises ValueError.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, test_checkpoint
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import prunenet
+from prunenet.cli import main
+from test_checkpoint import assert_nothing_written, leftovers, save_tiny_llama
+
+SHARD = "model-00002-of-00004.safetensors"
+WIDE_FFN = 48  # the policy below is fitted on FFN width 40
+
+
+@dataclass
+class Env:
+    tmp: Path  # this test's own folder: everything written must land here (and nothing does)
+    src: Path  # a pristine sharded tiny llama (FFN 40), shared by the module: never modified
+    policy: Path  # a policy fitted on `src`
+    wide: Path  # a tiny llama with FFN width 48
+
+    @property
+    def out(self) -> Path:
+        return self.tmp / "out"
+
+    @property
+    def report(self) -> Path:
+        return self.tmp / "r.json"
+
+    def copy(self) -> Path:
+        """A private copy of `src`, for the cases that damage it."""
+        return Path(shutil.copytree(self.src, self.tmp / "model"))
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-input-models")
+    src, wide, policy = root / "llama", root / "llama-wide", root / "policy.safetensors"
+    save_tiny_llama(src)
+    assert (src / SHARD).exists()
+    save_tiny_llama(wide, ffn=WIDE_FFN)
+    assert main(["fit", str(src), "--ratio", "0.3", "--episodes", "1", "--out", str(policy), "--quiet"]) == 0
+    return src, policy, wide
+
+
+@pytest.fixture
+def env(shared, tmp_path):
+    return Env(tmp_path, *shared)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Damaging a model folder
+
+def with_model_type(env: Env, model_type: str) -> Path:
+    model = env.copy()
+    config = (model / "config.json").read_text()
+    (model / "config.json").write_text(config.replace('"model_type": "llama"', f'"model_type": "{model_type}"'))
+    assert f'"{model_type}"' in (model / "config.json").read_text()
+    return model
+
+
+def without(env: Env, name: str) -> Path:
+    model = env.copy()
+    (model / name).unlink()
+    return model
+
+
+def truncated_shard(env: Env) -> Path:
+    model = env.copy()
+    data = (model / SHARD).read_bytes()
+    (model / SHARD).write_bytes(data[: len(data) // 2])
+    return model
+
+
+def garbage_shard(env: Env) -> Path:
+    model = env.copy()
+    size = (model / SHARD).stat().st_size
+    (model / SHARD).write_bytes(os.urandom(size))
+    return model
+
+
+def with_complex_tensor(env: Env) -> Path:
+    model = env.copy()
+    tensors = load_file(model / SHARD)
+    tensors["model.freqs_cis"] = torch.ones(4, dtype=torch.complex64)
+    save_file(tensors, str(model / SHARD), metadata={"format": "pt"})
+    return model
+
+
+def broken_config(env: Env) -> Path:
+    model = env.copy()
+    (model / "config.json").write_text('{"model_type": "llama", "intermediate_size": 40,')
+    return model
+
+
+def not_a_policy(env: Env) -> Path:
+    path = env.tmp / "random.safetensors"
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+def existing_output(env: Env) -> Path:
+    env.out.mkdir()
+    (env.out / "keep.txt").write_text("an earlier output")
+    return env.src
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI: exit 2, one error line, nothing written
+
+@dataclass
+class Case:
+    args: Callable[[Env], list]  # everything after "compress" except --out, --json, --quiet, --episodes
+    says: Callable[[Env], list[str]]  # what the error line must contain
+
+
+def _src(env: Env) -> str:
+    return str(env.src)
+
+
+CASES = {
+    "ratio-1.0": Case(lambda e: [_src(e), "--ratio", "1.0"], lambda e: ["ratio 1.0", "[0, 1)"]),
+    "ratio-negative": Case(lambda e: [_src(e), "--ratio", "-0.1"], lambda e: ["ratio -0.1", "[0, 1)"]),
+    "ratio-nan": Case(lambda e: [_src(e), "--ratio", "nan"], lambda e: ["ratio nan"]),
+    "ratio-leaves-no-row": Case(lambda e: [_src(e), "--ratio", "0.99"], lambda e: ["ratio 0.99", "no row", "40"]),
+    "ratios-garbage": Case(lambda e: [_src(e), "--ratios", "0.1,abc"], lambda e: ["0.1,abc"]),
+    "ratios-one-bad": Case(lambda e: [_src(e), "--ratios", "0.1,1.5"], lambda e: ["ratio 1.5"]),
+    "unknown-model-type": Case(
+        lambda e: [str(with_model_type(e, "bert")), "--ratio", "0.3"],
+        lambda e: ["'bert'", "supported", "llama", "gpt_neox", "phi3"],
+    ),
+    "model-path-missing": Case(
+        lambda e: [str(e.tmp / "no-such-model"), "--ratio", "0.3"], lambda e: [str(e.tmp / "no-such-model")]
+    ),
+    "shard-missing": Case(
+        lambda e: [str(without(e, SHARD)), "--ratio", "0.3"], lambda e: ["missing shard", SHARD]
+    ),
+    "shard-truncated": Case(lambda e: [str(truncated_shard(e)), "--ratio", "0.3"], lambda e: ["corrupt shard", SHARD]),
+    "shard-garbage": Case(lambda e: [str(garbage_shard(e)), "--ratio", "0.3"], lambda e: ["corrupt shard", SHARD]),
+    "shard-unsupported-dtype": Case(
+        lambda e: [str(with_complex_tensor(e)), "--ratio", "0.3"], lambda e: [SHARD, "model.freqs_cis", "C64"]
+    ),
+    "config-corrupt": Case(
+        lambda e: [str(broken_config(e)), "--ratio", "0.3"], lambda e: ["corrupt config", "config.json"]
+    ),
+    "config-missing": Case(
+        lambda e: [str(without(e, "config.json")), "--ratio", "0.3"], lambda e: ["missing config", "config.json"]
+    ),
+    "policy-wrong-shape": Case(
+        lambda e: [str(e.wide), "--ratio", "0.3", "--policy", str(e.policy)], lambda e: ["n=40", f"n={WIDE_FFN}"]
+    ),
+    "policy-random-bytes": Case(
+        lambda e: [_src(e), "--ratio", "0.3", "--policy", str(not_a_policy(e))],
+        lambda e: ["random.safetensors", "not a prunenet policy"],
+    ),
+    "policy-is-a-model-shard": Case(
+        lambda e: [_src(e), "--ratio", "0.3", "--policy", str(e.src / SHARD)],
+        lambda e: [SHARD, "not a prunenet policy"],
+    ),
+    "policy-missing": Case(
+        lambda e: [_src(e), "--ratio", "0.3", "--policy", str(e.tmp / "nope.safetensors")],
+        lambda e: ["nope.safetensors", "does not exist"],
+    ),
+    "output-exists": Case(lambda e: [str(existing_output(e)), "--ratio", "0.3"], lambda e: [str(e.out), "--overwrite"]),
+}
+
+
+def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_error_line(err: str, out: str, says: list[str]) -> None:
+    assert "Traceback" not in err + out
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("prunenet: error: "), err
+    for text in says:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+    assert out == ""
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_compress_rejects_bad_input(env, capsys, case):
+    args = [str(a) for a in case.args(env)]  # sets up the damaged input, if any
+    pre_existing = env.out.exists()
+    before = snapshot(env.tmp)
+    argv = ["compress", *args, "--out", str(env.out), "--json", str(env.report), "--quiet", "--episodes", "1"]
+    code, out, err = _run_cli(capsys, argv)
+    assert code == 2
+    _assert_one_error_line(err, out, case.says(env))
+    assert snapshot(env.tmp) == before  # nothing written, moved or removed
+    if not pre_existing:
+        assert_nothing_written(env.out, env.report)
+
+
+def test_fit_rejects_bad_ratio(env, capsys):
+    policy = env.tmp / "p.safetensors"
+    code, out, err = _run_cli(capsys, ["fit", str(env.src), "--ratio", "1.0", "--episodes", "1", "--out",
+                                       str(policy), "--json", str(env.report), "--quiet"])
+    assert code == 2
+    _assert_one_error_line(err, out, ["ratio 1.0"])
+    assert_nothing_written(policy, env.report)
+
+
+def test_unknown_selector_rejected_by_argparse(env, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", str(env.src), "--ratio", "0.3", "--selector", "bogus", "--out", str(env.out), "--quiet"])
+    assert exit_info.value.code == 2
+    assert "bogus" in capsys.readouterr().err
+    assert_nothing_written(env.out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Python API: the same checks raise ValueError
+
+API_CASES = {
+    "ratio-1.0": (lambda e: prunenet.compress(e.src, e.out, ratio=1.0, progress=False), r"ratio 1\.0"),
+    "ratio-nan": (lambda e: prunenet.compress(e.src, e.out, ratio=float("nan"), progress=False), "ratio nan"),
+    "ratios-garbage": (lambda e: prunenet.compress(e.src, e.out, ratios="0.1,abc", progress=False), "abc"),
+    "ratio-leaves-no-row": (
+        lambda e: prunenet.compress(e.src, e.out, ratio=0.99, selector="random", progress=False), "no row"
+    ),
+    "unknown-model-type": (
+        lambda e: prunenet.compress(with_model_type(e, "bert"), e.out, ratio=0.3, progress=False), "supported"
+    ),
+    "shard-missing": (
+        lambda e: prunenet.compress(without(e, SHARD), e.out, ratio=0.3, progress=False), "missing shard"
+    ),
+    "policy-wrong-shape": (
+        lambda e: prunenet.compress(e.wide, e.out, ratio=0.3, policy=e.policy, progress=False), f"n={WIDE_FFN}"
+    ),
+    "output-exists": (
+        lambda e: prunenet.compress(existing_output(e), e.out, ratio=0.3, selector="random", progress=False),
+        "overwrite",
+    ),
+    "fit-ratio-negative": (lambda e: prunenet.fit(e.src, -0.1, episodes=1, progress=False), r"ratio -0\.1"),
+}
+
+
+@pytest.mark.parametrize("call, match", list(API_CASES.values()), ids=list(API_CASES))
+def test_python_api_raises_value_error(env, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(env)
+    assert leftovers(env.tmp) == []
+    if (env.out / "keep.txt").exists():  # the output-exists case: left as it was
+        assert [p.name for p in env.out.iterdir()] == ["keep.txt"]
+    else:
+        assert not env.out.exists()
