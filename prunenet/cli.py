@@ -1,4 +1,4 @@
-"""The `prunenet` command line: fit, compress, info (and eval). Mirrors the Python API in `pipeline`.
+"""The `prunenet` command line: fit, compress, info, eval and plot. Mirrors the Python API in `pipeline`.
 
 Errors in what the user asked for (bad ratio, missing shard, wrong policy shape, existing output...)
 print one line and exit with status 2; nothing is written.
@@ -10,6 +10,7 @@ import json
 import sys
 
 from .embedded import CACHE_ENV, DEFAULT_MODEL, EMBEDDED
+from .eval.cli import EVAL_COMMANDS, add_eval_parser, run_eval
 
 EPILOG = f"""\
 MODEL is a local Hugging Face folder (safetensors weights) or the alias of an embedded model
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf = commands.add_parser("info", help="describe a model or a saved policy",
                               description="Print what a model folder/alias or a policy file holds, as JSON.")
     inf.add_argument("target", nargs="?", default=DEFAULT_MODEL, help="model folder, alias, or policy .safetensors")
+    add_eval_parser(commands)
     return parser
 
 
@@ -104,6 +106,8 @@ def _print_timings(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.command in EVAL_COMMANDS:
+        return run_eval(args)
     from . import pipeline
 
     progress = not getattr(args, "quiet", False)
