@@ -22,6 +22,12 @@ from ._triton_utils import INTERPRET, autotune_configs, nan_buffer
 # Rows of one layer that one backward program reduces into one partial row of d_direction; a multiple
 # of every BLOCK_N of the backward kernel's configs.
 _BWD_ROWS_PER_PROGRAM = 16 if INTERPRET else 512
+# Row-block x column-block tiles tried on a GPU, by both the forward and the backward kernel.
+_GPU_CONFIGS = [
+    {"BLOCK_N": 16, "BLOCK_H": 256},
+    {"BLOCK_N": 32, "BLOCK_H": 128},
+    {"BLOCK_N": 64, "BLOCK_H": 128, "num_warps": 8},
+]
 
 
 def _check(weights: torch.Tensor, direction: torch.Tensor, offset: torch.Tensor, noise: torch.Tensor | None) -> None:
@@ -64,11 +70,7 @@ def _sigmoid_parts(x):
 
 @triton.autotune(
     configs=autotune_configs(
-        [
-            {"BLOCK_N": 16, "BLOCK_H": 256},
-            {"BLOCK_N": 32, "BLOCK_H": 128},
-            {"BLOCK_N": 64, "BLOCK_H": 128, "num_warps": 8},
-        ],
+        _GPU_CONFIGS,
         {"BLOCK_N": 16, "BLOCK_H": 16},
     ),
     key=["n", "h"],
@@ -110,11 +112,7 @@ def _fused_scores_kernel(
 
 @triton.autotune(
     configs=autotune_configs(
-        [
-            {"BLOCK_N": 16, "BLOCK_H": 256},
-            {"BLOCK_N": 32, "BLOCK_H": 128},
-            {"BLOCK_N": 64, "BLOCK_H": 128, "num_warps": 8},
-        ],
+        _GPU_CONFIGS,
         {"BLOCK_N": 8, "BLOCK_H": 16},
     ),
     key=["n", "h"],
