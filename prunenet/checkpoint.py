@@ -10,6 +10,7 @@ only one tensor is ever held in memory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -78,36 +79,29 @@ class Checkpoint:
         )
 
     def _read_header(self, shard: str) -> None:
-        with _open(self.path / shard) as f:  # safetensors validates the whole header and the file's size
+        path = self.path / shard
+        with _open(path) as f:  # safetensors validates the whole header and the file's size
             self.shard_metadata[shard] = f.metadata()
-            self.headers[shard] = {
-                name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()
-            }
-        for name, (dtype, _) in self.headers[shard].items():
-            if dtype not in DTYPES:
-                raise ValueError(f"shard {str(self.path / shard)!r}: tensor {name!r} has dtype {dtype}, "
-                                 f"which is not supported ({', '.join(DTYPES)})")
-        with open(self.path / shard, "rb") as raw:
+            names = f.keys()
+        with open(path, "rb") as raw:
             (length,) = struct.unpack("<Q", raw.read(8))
             header = json.loads(raw.read(length))
-        self.offsets[shard] = {
-            name: (8 + length + header[name]["data_offsets"][0], 8 + length + header[name]["data_offsets"][1])
-            for name in self.headers[shard]
-        }
+        self.headers[shard], self.offsets[shard] = {}, {}
+        for name in names:
+            entry = header[name]
+            if entry["dtype"] not in DTYPES:
+                raise ValueError(f"shard {str(path)!r}: tensor {name!r} has dtype {entry['dtype']}, "
+                                 f"which is not supported ({', '.join(DTYPES)})")
+            self.headers[shard][name] = (entry["dtype"], tuple(entry["shape"]))
+            start, end = entry["data_offsets"]
+            self.offsets[shard][name] = (8 + length + start, 8 + length + end)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.headers[self.weight_map[name]][name][1]
 
     def num_parameters(self) -> int:
         """Elements stored in the checkpoint (tied weights stored once count once)."""
-        total = 0
-        for header in self.headers.values():
-            for _, shape in header.values():
-                numel = 1
-                for dim in shape:
-                    numel *= dim
-                total += numel
-        return total
+        return sum(math.prod(shape) for header in self.headers.values() for _, shape in header.values())
 
     @contextmanager
     def open_shard(self, shard: str):
@@ -152,7 +146,7 @@ class ShardReader:
         if not shape or step != 1:
             return self.get_tensor(name)[rows]
         stop = max(first, stop)
-        row_bytes = _numel(shape[1:]) * DTYPES[dtype].itemsize
+        row_bytes = math.prod(shape[1:]) * DTYPES[dtype].itemsize
         data = self._read(name, self._offsets[name][0] + first * row_bytes, (stop - first) * row_bytes)
         return data.view(DTYPES[dtype]).reshape(stop - first, *shape[1:])
 
@@ -208,7 +202,7 @@ def write_safetensors(
         header["__metadata__"] = metadata
     offset = 0
     for name, (dtype, shape) in plan.items():
-        nbytes = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -227,13 +221,6 @@ def write_safetensors(
         if next(names, None) is not None:
             raise RuntimeError(f"{path.name}: fewer tensors than planned")
     return offset
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    numel = 1
-    for dim in shape:
-        numel *= dim
-    return numel
 
 
 def write_json(path: Path, data: dict) -> None:

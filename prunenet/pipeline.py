@@ -17,9 +17,8 @@ from .embedded import DEFAULT_MODEL, resolve_model
 from .families import Family, family_for
 from .fit import FitOptions, train_policy
 from .policy import Policy, load_policy
-from .rewards import all_rows
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
-from .row_selection import MODES, SELECTORS, check_ratio, kept_width, select_rows
+from .row_selection import MODES, SELECTORS, all_rows, check_ratio, kept_width, select_rows
 from .writer import SlicePlan, write_compressed
 
 

@@ -13,6 +13,8 @@ import torch
 
 import prunenet_kernels as K
 
+from .row_selection import all_rows
+
 ENGINES = ("exact", "topq")
 # A KS of 0 (nothing dropped) would give an infinite reward.
 _MIN_KS = 1e-6
@@ -25,11 +27,6 @@ def reward_from_ks(ks: torch.Tensor) -> torch.Tensor:
 def spectrum_from_gram(gram: torch.Tensor) -> torch.Tensor:
     """Singular values, ascending, from Gram matrices (L, m, m)."""
     return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
-
-
-def all_rows(weights: torch.Tensor) -> torch.Tensor:
-    L, n, _ = weights.shape
-    return torch.arange(n, device=weights.device).expand(L, n).contiguous()
 
 
 class SpectralReward:

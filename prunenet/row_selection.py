@@ -44,6 +44,12 @@ def kept_width(n: int, ratio: float, align: int | None = None) -> int:
     return k
 
 
+def all_rows(weights: torch.Tensor) -> torch.Tensor:
+    """Every row of every layer of stacked matrices (L, n, h), as kept indices (L, n)."""
+    L, n, _ = weights.shape
+    return torch.arange(n, device=weights.device).expand(L, n).contiguous()
+
+
 def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.rand(shape, generator=generator).clamp_(_TINY, 1 - _TINY).to(device)
 

@@ -11,8 +11,8 @@ from scipy import stats
 import prunenet_kernels as K
 from prunenet.fit import FitOptions, kld_regulariser, train_policy
 from prunenet.policy import Policy, load_policy
-from prunenet.rewards import ExactReward, TopQReward, all_rows
-from prunenet.row_selection import kept_width, sample_rows, select_rows
+from prunenet.rewards import ExactReward, TopQReward
+from prunenet.row_selection import all_rows, kept_width, sample_rows, select_rows
 
 
 def _weights(L=3, n=50, h=24, seed=0):
