@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     # `kernels/` installs as `prunenet_kernels`: a top-level `kernels` would shadow the Hugging Face
     # package of that name, which transformers probes for.
-    packages=["prunenet", "prunenet.eval", "prunenet_kernels"],
+    packages=["prunenet", "prunenet.eval", "prunenet.farm", "prunenet_kernels"],
     package_dir={"prunenet_kernels": "kernels"},
     install_requires=[
         "torch>=2.4,<3",
@@ -28,6 +28,7 @@ setup(
         "test": ["pytest>=8", "pytest-benchmark>=4", "scipy>=1.10"],
         "eval": ["lm-eval>=0.4.5"],
         "plot": ["matplotlib>=3.7"],
+        "farm": ["ray>=2.9", "tomli>=2; python_version < '3.11'"],
     },
     entry_points={"console_scripts": ["prunenet=prunenet.cli:main"]},
 )

@@ -3,11 +3,13 @@
     pytest bench/test_bench_kernels.py --import-mode=importlib                    # time
     pytest bench/test_bench_kernels.py --import-mode=importlib --benchmark-disable  # check only
 
-On CUDA: LLaMA-2-7B-shaped FFNs (32 layers, n=11008, h=4096, bfloat16, ratio 0.3), Triton vs twin.
-Elsewhere: a scaled-down shape (4 layers, 688 x 256, float32) and the twin alone; the Triton cases skip
-(the interpreter measures Python, not the kernel). Every case checks its result before it is timed: the
-twin against an independent reference, the Triton kernel against the twin. Each benchmark's extra_info
-carries the machine's name and the achieved GB/s (memory-bound ops) or TFLOP/s (matrix products).
+On CUDA: LLaMA-2-7B-shaped FFNs (32 layers, n=11008, h=4096, bfloat16, ratio 0.3), Triton vs twin;
+act_gram: one layer's statistics pass over 16384 probe tokens (64 x 256), silu gated.
+Elsewhere: a scaled-down shape (4 layers, 688 x 256, float32; act_gram over 512 tokens) and the twin
+alone; the Triton cases skip (the interpreter measures Python, not the kernel). Every case checks its
+result before it is timed: the twin against an independent reference, the Triton kernel against the
+twin. Each benchmark's extra_info carries the machine's name and the achieved GB/s (memory-bound ops)
+or TFLOP/s (matrix products).
 Benchmarks are grouped by op, so the two backends of one op print side by side.
 """
 from __future__ import annotations
@@ -19,16 +21,17 @@ import pytest
 import torch
 
 from prunenet_kernels import gram, ks, rsvd, scoring, selection, slicing
+from prunenet_kernels.act_gram import TORCH_ACTIVATIONS, act_gram_torch, act_gram_triton
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 DEVICE_NAME = torch.cuda.get_device_name() if CUDA else "cpu"
 if CUDA:
     L, N, H, DTYPE = 32, 11008, 4096, torch.bfloat16
-    Q, P = 256, 272
+    Q, P, TOKENS = 256, 272, 16384
 else:
     L, N, H, DTYPE = 4, 688, 256, torch.float32
-    Q, P = 32, 40
+    Q, P, TOKENS = 32, 40, 512
 K = int(0.7 * N)  # ratio 0.3: k >= h, and fewer rows dropped than kept (the downdate applies)
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not CUDA, reason="Triton is timed on CUDA only"))]
 
@@ -164,6 +167,21 @@ def _slice_case() -> Case:
     return Case((gate, up, down, kept), slicing.slice_ffn_torch, slicing.slice_ffn_triton, check, "GB/s", moved, rtol=0)
 
 
+def _act_gram_case() -> Case:
+    gate_out, up_out = _randn(TOKENS, N, dtype=DTYPE, seed=15), _randn(TOKENS, N, dtype=DTYPE, seed=16)
+
+    def fresh(fn):  # a zeroed float32 accumulator per call (its memset timed too), as the pass has per layer
+        return lambda pre, up, act: fn(pre, up, act, torch.zeros(N, N, device=DEVICE))
+
+    def check(result, args):
+        a = (TORCH_ACTIVATIONS["silu"](args[0][:, :256].double()) * args[1][:, :256].double()).to(DTYPE).double()
+        torch.testing.assert_close(result[:256, :256].double(), a.T @ a, rtol=1e-4, atol=1e-4 * TOKENS)
+        assert torch.equal(result, result.T)
+
+    flops = 2.0 * TOKENS * N * N  # a full A^T A; both backends compute about half of it (the upper triangle)
+    return Case((gate_out, up_out, "silu"), fresh(act_gram_torch), fresh(act_gram_triton), check, "TFLOP/s", flops)
+
+
 CASES = {
     "fused_scores": lambda: _fused_scores_case(backward=False),
     "fused_scores_fwd_bwd": lambda: _fused_scores_case(backward=True),
@@ -173,6 +191,7 @@ CASES = {
     "topq_singular_values": _rsvd_case,
     "ks_statistic": _ks_case,
     "slice_ffn": _slice_case,
+    "act_gram": _act_gram_case,
 }
 
 
@@ -207,7 +226,7 @@ def test_bench(benchmark, op, backend):
     benchmark.group = op
     benchmark.extra_info.update(
         device=DEVICE_NAME, backend=backend, dtype=str(DTYPE).removeprefix("torch."),
-        shape=f"L={L} n={N} h={H} k={K}", unit=case.unit,
+        shape=f"T={TOKENS} n={N}" if op == "act_gram" else f"L={L} n={N} h={H} k={K}", unit=case.unit,
     )
     benchmark(timed)
     if benchmark.stats is not None:

@@ -3,16 +3,25 @@
 The names exported here dispatch: Triton on CUDA tensors, the twin otherwise, and the environment
 variable PRUNENET_KERNELS=torch|triton forces either. Installed as `prunenet_kernels` (never as
 `kernels`, the name of a Hugging Face package that transformers probes for).
+
+`prunenet_kernels.act_gram` is the dispatching function; its module is reached with
+`from prunenet_kernels.act_gram import ...`.
 """
 from __future__ import annotations
 
 import torch
 
+from . import act_gram as _act_gram
 from . import gram, ks, rsvd, scoring, selection, slicing
 from ._dispatch import backend, use_triton
+from .act_gram import ACTIVATIONS, HF_ACTIVATIONS, activation_for
 from .gram import dropped_rows, use_downdate
 
 __all__ = [
+    "ACTIVATIONS",
+    "HF_ACTIVATIONS",
+    "act_gram",
+    "activation_for",
     "backend",
     "dropped_rows",
     "fused_scores",
@@ -66,3 +75,10 @@ def slice_ffn(gate, up, down, kept):
     if use_triton(gate, up, down):
         return slicing.slice_ffn_triton(gate, up, down, kept)
     return slicing.slice_ffn_torch(gate, up, down, kept)
+
+
+def act_gram(pre, up, activation, gram):
+    """gram += A^T A in place (float32, bit-symmetric), A = act(pre) * up or act(pre); see `act_gram`."""
+    if use_triton(pre, up, gram):
+        return _act_gram.act_gram_triton(pre, up, activation, gram)
+    return _act_gram.act_gram_torch(pre, up, activation, gram)

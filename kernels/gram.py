@@ -8,6 +8,11 @@ dropped rows d. Accumulation is always float32.
 The Triton kernel never materialises W_s: each program loads its operand tiles straight from W through
 the index list (`_load_kept_tile`, shared with `rsvd`), computes one upper-triangle tile of the
 symmetric result with tl.dot, and writes it and its mirror image (syrk-like: half the products).
+
+Both backends return bit-symmetric matrices by construction: the upper triangle (diagonal included) is
+computed and the lower one copied from it (`mirror_upper_`, `_store_mirrored`). A product's two mirrored
+entries are sums over the same terms, but in orders that may differ (per tile, BLAS kernel and CPU), so
+computing both would leave them a rounding apart.
 """
 from __future__ import annotations
 
@@ -42,6 +47,15 @@ def _check(weights: torch.Tensor, kept: torch.Tensor, full_gram: torch.Tensor | 
         raise ValueError(f"full_gram must be {(weights.shape[0], h, h)}, got {tuple(full_gram.shape)}")
 
 
+def mirror_upper_(g: torch.Tensor) -> torch.Tensor:
+    """In place: the lower triangle of each matrix of `g` (..., m, m) becomes the mirror image of its upper
+    triangle (exact copies; the lower triangle is never read). Returns `g`."""
+    g.triu_()
+    # A contiguous copy of the transpose (far faster to add than a strided view; never g itself, as
+    # .contiguous() would be for a 1 x 1 matrix).
+    return g.add_(g.mT.clone(memory_format=torch.contiguous_format).tril_(-1))
+
+
 def _gather(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     index = rows.unsqueeze(-1).expand(-1, -1, weights.shape[2])
     return torch.gather(weights, 1, index).float()
@@ -51,18 +65,18 @@ def kept_gram_torch(weights: torch.Tensor, kept: torch.Tensor, full_gram: torch.
     """Gram matrix of weights[l, kept[l]] per layer: (L, h, h) if k >= h else (L, k, k), float32.
 
     With `full_gram` (the (L, h, h) Gram of all rows) and fewer rows dropped than kept, it is computed
-    as full_gram - W_d^T W_d.
+    as full_gram - W_d^T W_d, from the upper triangle of full_gram. The result is bit-symmetric.
     """
     _check(weights, kept, full_gram)
     n, h = weights.shape[1:]
     k = kept.shape[1]
     if use_downdate(n, k, h, full_gram):
         dropped = _gather(weights, dropped_rows(kept, n))
-        return full_gram - dropped.transpose(1, 2) @ dropped
+        return mirror_upper_(full_gram - dropped.transpose(1, 2) @ dropped)
     rows = _gather(weights, kept)
     if k >= h:
-        return rows.transpose(1, 2) @ rows
-    return rows @ rows.transpose(1, 2)
+        return mirror_upper_(rows.transpose(1, 2) @ rows)
+    return mirror_upper_(rows @ rows.transpose(1, 2))
 
 
 @triton.jit
@@ -90,6 +104,32 @@ def _load_kept_tile(
     return tl.load(ptrs, mask=valid, other=0.0)
 
 
+@triton.jit
+def _load_square_tile(ptr, m0, n0, size, stride_m, stride_n, BLOCK: tl.constexpr):
+    """Block (m0, n0) of a size x size matrix, BLOCK x BLOCK, zero outside."""
+    i = tl.arange(0, BLOCK)
+    mask = (i[:, None] < size - m0) & (i[None, :] < size - n0)
+    return tl.load(ptr + m0 * stride_m + n0 * stride_n + i[:, None] * stride_m + i[None, :] * stride_n, mask=mask,
+                   other=0.0)
+
+
+@triton.jit
+def _store_mirrored(out_ptr, tile, m0, n0, size, stride_om, stride_on, BLOCK: tl.constexpr):
+    """Store `tile`, block (m0, n0) of a symmetric size x size result with m0 <= n0, and its mirror image
+    (m0 > n0 programs compute nothing). A diagonal tile keeps its upper triangle and mirrors it, an
+    off-diagonal one is stored twice from the same registers (through transposed offsets, no register
+    transpose), so the result is bit-symmetric."""
+    i = tl.arange(0, BLOCK)
+    mask = (i[:, None] < size - m0) & (i[None, :] < size - n0)
+    if m0 == n0:
+        tile = tl.where(i[:, None] <= i[None, :], tile, tl.trans(tile))
+    along_mn = i[:, None] * stride_om + i[None, :] * stride_on  # tile[a, b] -> out[m0 + a, n0 + b]
+    tl.store(out_ptr + m0 * stride_om + n0 * stride_on + along_mn, tile, mask=mask)
+    if m0 != n0:
+        along_nm = i[None, :] * stride_om + i[:, None] * stride_on  # tile[a, b] -> out[n0 + b, m0 + a]
+        tl.store(out_ptr + n0 * stride_om + m0 * stride_on + along_nm, tile, mask=mask)
+
+
 @triton.autotune(
     configs=autotune_configs(
         [
@@ -111,9 +151,9 @@ def _kept_gram_kernel(
     BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """out[l] = A A^T (size x size) with A = W_s^T (h x k) if ROWS_INNER (the gathered rows are the
-    reduction axis: W_s^T W_s) else A = W_s (k x h): W_s W_s^T. With DOWNDATE, out[l] = G[l] - A A^T.
-    Programs below the diagonal exit; the others write their tile, and its mirror image by storing the
-    same registers through transposed offsets (no register transpose)."""
+    reduction axis: W_s^T W_s) else A = W_s (k x h): W_s W_s^T. With DOWNDATE, out[l] = G[l] - A A^T,
+    from the upper triangle of G. Programs below the diagonal exit; the others write their tile and its
+    mirror image (`_store_mirrored`)."""
     pid_m = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
     if pid_m > pid_n:
@@ -131,23 +171,10 @@ def _kept_gram_kernel(
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
-    i = tl.arange(0, BLOCK)
-    mask = (i[:, None] < size - m0) & (i[None, :] < size - n0)
-    along_mn = i[:, None] * stride_om + i[None, :] * stride_on  # acc[a, b] -> out[m0 + a, n0 + b]
-    along_nm = i[None, :] * stride_om + i[:, None] * stride_on  # acc[a, b] -> out[n0 + b, m0 + a]
-    g_ptr += layer * stride_gl
-    out_ptr += layer * stride_ol
     result = acc
     if DOWNDATE:
-        g_mn = g_ptr + m0 * stride_gm + n0 * stride_gn + i[:, None] * stride_gm + i[None, :] * stride_gn
-        result = tl.load(g_mn, mask=mask, other=0.0) - acc
-    tl.store(out_ptr + m0 * stride_om + n0 * stride_on + along_mn, result, mask=mask)
-    if pid_m != pid_n:
-        mirrored = acc
-        if DOWNDATE:
-            g_nm = g_ptr + n0 * stride_gm + m0 * stride_gn + i[None, :] * stride_gm + i[:, None] * stride_gn
-            mirrored = tl.load(g_nm, mask=mask, other=0.0) - acc
-        tl.store(out_ptr + n0 * stride_om + m0 * stride_on + along_nm, mirrored, mask=mask)
+        result = _load_square_tile(g_ptr + layer * stride_gl, m0, n0, size, stride_gm, stride_gn, BLOCK) - acc
+    _store_mirrored(out_ptr + layer * stride_ol, result, m0, n0, size, stride_om, stride_on, BLOCK)
 
 
 def kept_gram_triton(weights: torch.Tensor, kept: torch.Tensor, full_gram: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,12 +6,13 @@
 """
 from .families import FAMILIES, family_for
 from .fit import FitOptions, train_policy
-from .pipeline import FitResult, compress, fit, info
+from .pipeline import FitResult, compress, fit, info, score
 from .policy import Policy, load_policy
 from .row_selection import kept_width, select_rows
+from .farm import farm  # the function; its modules stay importable as prunenet.farm.<module>
 
 __all__ = [
-    "FAMILIES", "FitOptions", "FitResult", "Policy", "compress", "family_for", "fit", "info", "kept_width",
-    "load_policy", "select_rows", "train_policy",
+    "FAMILIES", "FitOptions", "FitResult", "Policy", "compress", "family_for", "farm", "fit", "info", "kept_width",
+    "load_policy", "score", "select_rows", "train_policy",
 ]
 __version__ = "0.1.0"

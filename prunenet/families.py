@@ -50,7 +50,7 @@ _H_TO_4H = dict(
 )
 
 FAMILIES: dict[str, Family] = {
-    **{t: Family(name=t, **_GATED) for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")},
+    **{t: Family(name=t, **_GATED) for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")},
     "phi3": Family(
         name="phi3",
         scored="mlp.gate_up_proj.weight",

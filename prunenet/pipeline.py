@@ -5,6 +5,7 @@ of the embedded model, and returns (and optionally writes as JSON) a report of w
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,14 +13,23 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import Checkpoint, check_output
-from .embedded import DEFAULT_MODEL, resolve_model
+import prunenet_kernels as K
+
+from .checkpoint import Checkpoint, atomic_write, check_output, output_dtype
+from .data_selection import ProbeSelection, select_on_probes
+from .defaults import (DEFAULT_PROBE_TOKENS, DEFAULT_REPAIR, DEFAULT_SELECTOR,
+                       DEFAULT_STATISTICS, RANKERS, REPAIRS, SELECTORS, STATISTICS)
+from .embedded import DEFAULT_MODEL, cache_root, resolve_model
 from .families import Family, family_for
 from .fit import FitOptions, train_policy
+from .layer_stream import LayerStream
 from .policy import Policy, load_policy
+from .probes import SELF, ProbeOptions, get_probes, probe_batches
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
-from .row_selection import MODES, SELECTORS, all_rows, check_ratio, kept_width, select_rows
+from .row_selection import MODES, check_ratio, kept_width, row_priority, select_rows
+from .scores import StoredScores, load_scores
 from .writer import SlicePlan, write_compressed
+
 
 
 @dataclass
@@ -55,14 +65,21 @@ def load_scored(checkpoint: Checkpoint, plan: SlicePlan, device: torch.device) -
     if not by_layer or sorted(by_layer) != list(range(len(by_layer))):
         raise ValueError(f"{checkpoint.path}: the {family.scored!r} tensors do not cover layers 0..L-1")
     rows = slice(0, plan.n) if family.fused_gate_up else None
-    first = checkpoint.read(by_layer[0], rows)
+    first = checkpoint.check_finite(by_layer[0], checkpoint.read(by_layer[0], rows))
     dtype = torch.float32 if device.type == "cpu" else first.dtype
     # Filled layer by layer: only one layer's tensor is ever held beside the stack.
     stacked = torch.empty(len(by_layer), *first.shape, dtype=dtype, device=device)
     stacked[0] = first
     for layer in range(1, len(by_layer)):
-        stacked[layer] = checkpoint.read(by_layer[layer], rows)
+        stacked[layer] = checkpoint.check_finite(by_layer[layer], checkpoint.read(by_layer[layer], rows))
     return stacked
+
+
+def check_scored_finite(checkpoint: Checkpoint, plan: SlicePlan) -> None:
+    """Refuse NaN or Inf in a scored matrix up front, where `load_scored` is not called (one layer at a time)."""
+    for name in plan.roles:
+        if plan.family.match(name)[1] == plan.family.scored:
+            checkpoint.check_finite(name, checkpoint.read(name))
 
 
 def describe(checkpoint: Checkpoint, family: Family, plan: SlicePlan | None = None) -> dict:
@@ -78,6 +95,15 @@ def describe(checkpoint: Checkpoint, family: Family, plan: SlicePlan | None = No
         "parameters": checkpoint.num_parameters(),
         "shards": len(checkpoint.shards),
     }
+
+
+def num_layers(plan: SlicePlan) -> int:
+    return len({layer for layer, _ in plan.roles.values()})
+
+
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
 def _fit_options(**kwargs) -> FitOptions:
@@ -151,10 +177,9 @@ def check_outputs(out: Path, outputs: list[Path], overwrite: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {str(out)!r} must be a folder to hold one output per ratio")
-    check_output(out, True)  # its parent must exist
+    check_output(out, True)  # not a link; its folder can be made
     for path in outputs:
-        if path.exists() and not overwrite:
-            raise ValueError(f"output {str(path)!r} exists; pass overwrite (--overwrite) to replace it")
+        check_output(path, overwrite)
 
 
 def parse_ratios(ratio: float | None, ratios: Sequence[float] | str | None) -> list[float]:
@@ -180,11 +205,18 @@ def compress(
     ratio: float | None = None,
     *,
     ratios: Sequence[float] | str | None = None,
+    selector: str = DEFAULT_SELECTOR,
+    repair: str = DEFAULT_REPAIR,
+    statistics: str = DEFAULT_STATISTICS,
+    probes: str | os.PathLike = SELF,
+    probe_tokens: int = DEFAULT_PROBE_TOKENS,
+    probe_length: int | None = None,
+    scores: str | os.PathLike | None = None,
     policy: str | os.PathLike | Policy | None = None,
     fit_ratio: float | None = None,
-    selector: str = "prunenet",
     selection: str = "sample",
     align: int | None = None,
+    dtype: str = "auto",
     overwrite: bool = False,
     episodes: int = 20,
     lr: float = 1e-3,
@@ -197,25 +229,42 @@ def compress(
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
-    """Compress `model` at one ratio (into `out`) or several (into `out/ratio-R` each) from a single fit.
+    """Compress `model` at one ratio (into `out`) or several (into `out/ratio-R` each) from one scoring.
 
-    With selector "prunenet" a policy is trained first (at `fit_ratio`, default the first ratio) unless
-    `policy` (a saved policy or a `Policy`) is given; "random" and "magnitude" are baselines.
+    Selectors: "activation" and "obs" rank rows from activation statistics on probe text (`probes`:
+    "self", text the model writes itself, or a text/JSONL file); "prunenet" is the paper's policy,
+    trained first (at `fit_ratio`, default the first ratio) unless `policy` is given; "random" and
+    "magnitude" are baselines. `repair="lsq"` refits the kept columns of every output matrix on the
+    probes, whatever the selector. `scores` is a file written by `score()`: the scoring is not redone.
     """
     if out is None:
         raise ValueError("compress needs an output folder (out / --out)")
     all_ratios = parse_ratios(ratio, ratios)
-    if selector not in SELECTORS:
-        raise ValueError(f"unknown selector {selector!r}; choose one of {', '.join(SELECTORS)}")
-    if selection not in MODES:
-        raise ValueError(f"unknown selection {selection!r}; choose one of {', '.join(MODES)}")
+    stored_dtype = output_dtype(dtype)
+    _check_choice("selector", selector, SELECTORS)
+    _check_choice("selection", selection, MODES)
+    _check_choice("repair", repair, REPAIRS)
+    _check_choice("statistics", statistics, STATISTICS)
     if policy is not None and selector != "prunenet":
         raise ValueError(f"a policy (--policy) applies to selector 'prunenet', not {selector!r}")
+    if scores is not None and policy is not None:
+        raise ValueError("give at most one of scores (--scores) and policy (--policy)")
+    stored = load_scores(scores, selector) if scores is not None else None
+    if isinstance(stored, Policy):
+        policy, stored = stored, None
+    if stored is not None and statistics == "sequential" and selector in RANKERS:
+        raise ValueError("a scores file ranks rows on one-shot statistics; sequential statistics rank per ratio "
+                         "(drop --scores or use --statistics oneshot)")
     # Ratio 0 keeps every row: it needs no selection, so no fit when it is the only ratio.
-    needs_fit = selector == "prunenet" and policy is None and (fit_ratio is not None or any(all_ratios))
+    slicing = any(all_ratios)
+    needs_fit = selector == "prunenet" and policy is None and (fit_ratio is not None or slicing)
     if needs_fit:
         options = _fit_options(episodes=episodes, lr=lr, gamma=gamma, seed=seed, reg_weight=reg_weight, engine=engine)
         fit_ratio = check_ratio(next(r for r in all_ratios if r) if fit_ratio is None else fit_ratio)
+    needs_probes = slicing and (repair == "lsq" or (selector in RANKERS and (stored is None or statistics == "sequential")))
+    probe_options = None
+    if needs_probes and not (stored is not None and stored.probes is not None):
+        probe_options = ProbeOptions(str(probes), probe_tokens, probe_length, seed).validate()
     if policy_out is not None:
         if not needs_fit:
             raise ValueError("policy_out (--save-policy) needs a policy trained by this run")
@@ -231,12 +280,16 @@ def compress(
         checkpoint, family = open_model(model, progress)
     with timer.phase("load"):
         plan = SlicePlan(checkpoint, family)
-        weights = load_scored(checkpoint, plan, dev)
-    for r in all_ratios:
-        kept_width(plan.n, r, align)  # every ratio must leave rows before anything is fitted or written
+        # The rankers and stored scores read no scored matrices: the statistics pass reads each layer.
+        weights = load_scored(checkpoint, plan, dev) if selector not in RANKERS and stored is None else None
+        if weights is None:
+            check_scored_finite(checkpoint, plan)
+    widths = {r: kept_width(plan.n, r, align) for r in all_ratios}  # every ratio must leave rows before any work
+    if stored is not None:
+        stored.check(plan)
     if loaded_policy is not None:
         try:
-            loaded_policy.check_shape(weights.shape[1], weights.shape[2])
+            loaded_policy.check_shape(plan.n, weights.shape[2])
         except ValueError as exc:
             raise ValueError(f"policy {str(policy)!r}: {exc}") from None
     if needs_fit:
@@ -246,24 +299,44 @@ def compress(
             loaded_policy.save(policy_out, overwrite)
     if loaded_policy is not None:
         loaded_policy = loaded_policy.to(dev)
+    sliced = {r: k for r, k in widths.items() if k < plan.n}
+    probe_info = None
+    if needs_probes and sliced:
+        with timer.phase("probes"):
+            probe_set = stored.probes if stored is not None and stored.probes is not None else \
+                get_probes(checkpoint, probe_options, cache_root(), dev, progress)
+            probe_info = probe_set.info
+    with timer.phase("select"):
+        if stored is not None:
+            given = {r: K.topk_rows(stored.priority, k) for r, k in sliced.items()}
+        elif selector in RANKERS:
+            given = None
+        else:
+            given = {r: select_rows(weights, k, selector, loaded_policy, selection, seed) for r, k in sliced.items()}
+    chosen = ProbeSelection(kept=dict(given or {}))
+    if needs_probes and sliced:
+        with timer.phase("statistics"):
+            stream = LayerStream(checkpoint, family, dev, torch.float32 if dev.type == "cpu" else torch.bfloat16)
+            ranker = selector if given is None else None
+            chosen = select_on_probes(stream, probe_batches(probe_set.tokens), plan, sliced, ranker, given, repair,
+                                      statistics, progress)
     before = describe(checkpoint, family, plan)
     if len(outputs) > 1:
-        Path(out).mkdir(exist_ok=True)
+        Path(out).mkdir(parents=True, exist_ok=True)
     results = []
     for r, path in zip(all_ratios, outputs):
-        k = kept_width(plan.n, r, align)
-        with timer.phase("select"):
-            if k == plan.n:
-                kept = all_rows(weights)
-            else:
-                kept = select_rows(weights, k, selector, loaded_policy, selection, seed)
+        k = widths[r]
+        kept = chosen.kept[r] if k < plan.n else torch.arange(plan.n).expand(num_layers(plan), plan.n)
         provenance = {
             "ratio": r, "ffn_width_before": plan.n, "ffn_width_after": k, "selector": selector,
-            "selection": selection if selector == "prunenet" else None, "seed": seed, "align": align,
-            "policy": _fit_summary(loaded_policy) if loaded_policy is not None else None,
+            "selection": selection if selector == "prunenet" else None, "seed": seed, "align": align, "dtype": dtype,
+            "repair": repair if k < plan.n else "none", "statistics": statistics if needs_probes else None,
+            "probes": probe_info, "policy": _fit_summary(loaded_policy) if loaded_policy is not None else None,
+            "scores": str(scores) if scores is not None else None,
         }
         with timer.phase("write"):
-            write_compressed(checkpoint, plan, kept.cpu(), path, overwrite, provenance, progress)
+            write_compressed(checkpoint, plan, kept.cpu(), path, overwrite, provenance, progress,
+                             chosen.replacements.get(r), stored_dtype)
         results.append({
             "ratio": r, "out": str(path), "ffn_width_before": plan.n, "ffn_width_after": k,
             "parameters_before": before["parameters"], "parameters_after": Checkpoint(path).num_parameters(),
@@ -273,11 +346,15 @@ def compress(
         "model": {"name": str(model), **before},
         "device": str(dev),
         "options": {
-            "ratios": all_ratios, "selector": selector, "selection": selection, "align": align, "seed": seed,
+            "ratios": all_ratios, "selector": selector, "repair": repair, "statistics": statistics,
+            "selection": selection, "align": align, "seed": seed, "dtype": dtype,
+            "probes": asdict(probe_options) if probe_options is not None else None,
             "policy": str(policy) if isinstance(policy, (str, os.PathLike)) else None,
+            "scores": str(scores) if scores is not None else None,
             **({"fit_ratio": fit_ratio, **asdict(options)} if needs_fit else {}),
         },
         "fit": _fit_summary(loaded_policy) if needs_fit else None,
+        "probes": probe_info,
         "outputs": results,
         "timings_s": timer.as_dict(),
         "peak_rss_mb": peak_rss_mb(),
@@ -286,10 +363,87 @@ def compress(
     return report
 
 
+def score(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    out: str | os.PathLike | None = None,
+    *,
+    selector: str = DEFAULT_SELECTOR,
+    probes: str | os.PathLike = SELF,
+    probe_tokens: int = DEFAULT_PROBE_TOKENS,
+    probe_length: int | None = None,
+    fit_ratio: float | None = None,
+    seed: int = 0,
+    episodes: int = 20,
+    lr: float = 1e-3,
+    gamma: float = 0.99,
+    reg_weight: float = 0.0,
+    engine: str = "exact",
+    device: str = "auto",
+    overwrite: bool = False,
+    json_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    **slicing_options,
+) -> dict:
+    """Rank `model`'s rows once and save the ranking to `out`; `compress(..., scores=out)` slices it at any ratio.
+
+    For "prunenet" the file is the fitted policy (trained at `fit_ratio`, default 0.3); for the other
+    selectors it holds each row's keep priority (one-shot statistics for "activation" and "obs") and the
+    probe tokens. Options that only matter when slicing (`repair`, `align`, ...: any other keyword of
+    `compress`) are accepted, so one set of options serves both calls, and ignored here.
+    """
+    unknown = sorted(set(slicing_options) - _SLICING_ONLY)
+    if unknown:
+        raise TypeError(f"score() got unknown options {', '.join(map(repr, unknown))}")
+    if out is None:
+        raise ValueError("score needs an output file (out / --out)")
+    _check_choice("selector", selector, SELECTORS)
+    if selector == "prunenet":
+        ratio = 0.3 if fit_ratio is None else fit_ratio
+        result = fit(model, ratio, out=out, overwrite=overwrite, episodes=episodes, lr=lr, gamma=gamma, seed=seed,
+                     reg_weight=reg_weight, engine=engine, device=device, json_path=json_path, progress=progress)
+        return {**result.report, "command": "score", "selector": selector, "scores": str(out)}
+    probe_options = ProbeOptions(str(probes), probe_tokens, probe_length, seed).validate() \
+        if selector in RANKERS else None
+    check_output(out, overwrite)
+    json_path = check_json_path(json_path)
+    dev = resolve_device(device)
+    timer = PhaseTimer(dev)
+    with timer.phase("resolve"):
+        checkpoint, family = open_model(model, progress)
+    plan = SlicePlan(checkpoint, family)
+    probe_set = None
+    with timer.phase("score"):
+        if selector in RANKERS:
+            probe_set = get_probes(checkpoint, probe_options, cache_root(), dev, progress)
+            stream = LayerStream(checkpoint, family, dev, torch.float32 if dev.type == "cpu" else torch.bfloat16)
+            chosen = select_on_probes(stream, probe_batches(probe_set.tokens), plan, {0.0: plan.n}, selector, None,
+                                      "none", "oneshot", progress, rank_down_to=1)
+            priority = chosen.priority
+        else:
+            priority = row_priority(load_scored(checkpoint, plan, dev), selector, seed)
+    stored = StoredScores(selector, priority.cpu(), probe_set,
+                          {"model": describe(checkpoint, family, plan), "seed": seed})
+    with timer.phase("save"):
+        atomic_write(Path(out), overwrite, stored.save)
+    report = {
+        "command": "score", "selector": selector, "scores": str(out),
+        "model": {"name": str(model), **describe(checkpoint, family, plan)}, "device": str(dev),
+        "options": {"seed": seed, "probes": asdict(probe_options) if probe_options else None},
+        "probes": probe_set.info if probe_set is not None else None,
+        "timings_s": timer.as_dict(), "peak_rss_mb": peak_rss_mb(),
+    }
+    save_report(json_path, report)
+    return report
+
+
+# Keywords of `compress` that only matter when slicing: `score` accepts and ignores them.
+_SLICING_ONLY = frozenset(inspect.signature(compress).parameters) - frozenset(inspect.signature(score).parameters)
+
+
 def info(target: str | os.PathLike = DEFAULT_MODEL) -> dict:
     """What a model (folder or alias) or a saved policy file holds."""
     if isinstance(target, (str, os.PathLike)) and str(target).endswith(".safetensors") and Path(target).is_file():
         policy = load_policy(target)
         return {"kind": "policy", "path": str(target), "n": policy.n, "h": policy.h, **policy.metadata}
-    checkpoint, family = open_model(target)
+    checkpoint, family = open_model(target, progress=True)  # a first use of the embedded model says so
     return {"kind": "model", "name": str(target), **describe(checkpoint, family)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, check_output
 
 
 class PhaseTimer:
@@ -48,9 +48,7 @@ def check_json_path(path: str | os.PathLike | None) -> Path | None:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"report path {str(path)!r} is a folder")
-    if not path.parent.exists():
-        raise ValueError(f"folder of report path {str(path)!r} does not exist")
-    return path
+    return check_output(path, overwrite=True)  # not a link; a missing folder is made when it is written
 
 
 def save_report(path: str | os.PathLike | None, report: dict) -> None:

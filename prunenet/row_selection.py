@@ -12,9 +12,11 @@ import torch
 
 import prunenet_kernels as K
 
+from .defaults import WEIGHT_SELECTORS
 from .policy import Policy
 
-SELECTORS = ("prunenet", "random", "magnitude")
+SELECTORS = WEIGHT_SELECTORS
+BASELINES = SELECTORS[1:]
 MODES = ("sample", "topk")
 _TINY = 1e-7
 
@@ -68,6 +70,15 @@ def sample_rows(log_weights: torch.Tensor, k: int, generator: torch.Generator) -
     return K.topk_rows(log_weights + gumbel_noise(log_weights.shape, generator, log_weights.device), k)
 
 
+def row_priority(weights: torch.Tensor, selector: str, seed: int = 0) -> torch.Tensor:
+    """Keep priority (L, n) of a baseline: uniform noise ("random", seeded) or the row's L2 norm ("magnitude")."""
+    if selector == "random":
+        return _uniform(weights.shape[:2], torch.Generator().manual_seed(seed), weights.device)
+    if selector == "magnitude":
+        return weights.float().norm(dim=2)
+    raise ValueError(f"selector {selector!r} has no weight-only priority; baselines: {', '.join(BASELINES)}")
+
+
 def select_rows(
     weights: torch.Tensor,
     k: int,
@@ -81,12 +92,10 @@ def select_rows(
         raise ValueError(f"unknown selector {selector!r}; choose one of {', '.join(SELECTORS)}")
     if mode not in MODES:
         raise ValueError(f"unknown selection mode {mode!r}; choose one of {', '.join(MODES)}")
+    if selector in BASELINES:
+        return K.topk_rows(row_priority(weights, selector, seed), k)
     generator = torch.Generator().manual_seed(seed)
     L, n, _ = weights.shape
-    if selector == "random":
-        return K.topk_rows(_uniform((L, n), generator, weights.device), k)
-    if selector == "magnitude":
-        return K.topk_rows(weights.float().norm(dim=2), k)
     if policy is None:
         raise ValueError("selector 'prunenet' needs a policy")
     with torch.no_grad():

@@ -3,7 +3,8 @@
 The output keeps the input's sharding and shard names, gets an updated index and config.json (new FFN
 width), a copy of the tokenizer and generation files, and `prunenet.json` recording how it was made
 (including the kept rows of every layer). It is written into a temporary folder beside the target and
-renamed at the end, so an interrupted run leaves nothing half-written.
+renamed at the end, so an interrupted run leaves nothing half-written. `dtype` converts the floating-point
+tensors as they are written (the fit and selection never see it: they read the checkpoint as stored).
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ from .checkpoint import CONFIG, DTYPES, INDEX, Checkpoint, atomic_folder, write_
 from .families import Family
 
 PROVENANCE = "prunenet.json"
+# Converted by --dtype; float8 tensors are quantised data (with scales beside them) and stay as they are.
+_CONVERTED = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_CONFIG_DTYPE_KEYS = ("dtype", "torch_dtype")  # transformers >= 4.56 writes "dtype", older "torch_dtype"
+
+
+def _stored(dtype: torch.dtype, target: torch.dtype | None) -> torch.dtype:
+    return target if target is not None and dtype in _CONVERTED else dtype
 
 
 class SlicePlan:
@@ -27,7 +35,10 @@ class SlicePlan:
 
     def __init__(self, checkpoint: Checkpoint, family: Family):
         self.family = family
-        self.n = family.width(checkpoint.config)
+        try:
+            self.n = family.width(checkpoint.config)
+        except ValueError as exc:
+            raise ValueError(f"{str(checkpoint.path / CONFIG)!r}: {exc}") from None
         self.roles: dict[str, tuple[int, str]] = {}
         rows_per_n = 2 if family.fused_gate_up else 1
         for name in checkpoint.weight_map:
@@ -73,7 +84,13 @@ def write_compressed(
     overwrite: bool,
     provenance: dict,
     progress: bool = False,
+    replacements: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
+    """Write the compressed checkpoint; `replacements` (name -> tensor of the new shape) are written in
+    place of plain slices, cast to the stored dtype (the refitted output matrices of `repair`).
+    `dtype` (None: as stored) converts every float64/32/16 and bfloat16 tensor."""
+    replacements = replacements or {}
     k = kept.shape[1]
     total_bytes = total_parameters = 0
     with atomic_folder(out, overwrite) as tmp:
@@ -82,13 +99,17 @@ def write_compressed(
         for shard in checkpoint.shards:
             header = checkpoint.headers[shard]
             layout = {
-                name: (DTYPES[dtype], plan.new_shape(name, shape, k)) for name, (dtype, shape) in header.items()
+                name: (_stored(DTYPES[stored], dtype), plan.new_shape(name, shape, k))
+                for name, (stored, shape) in header.items()
             }
             total_parameters += sum(math.prod(shape) for _, shape in layout.values())
             with checkpoint.open_shard(shard) as f:
                 def stream():
                     for name in layout:
-                        yield name, plan.apply(name, f.get_tensor(name), kept)
+                        if name in replacements:
+                            yield name, replacements[name].to(layout[name][0])
+                        else:
+                            yield name, plan.apply(name, f.get_tensor(name), kept).to(layout[name][0])
                         bar.update()
                 total_bytes += write_safetensors(tmp / shard, layout, stream(), checkpoint.shard_metadata[shard])
         bar.close()
@@ -101,6 +122,9 @@ def write_compressed(
         config = dict(checkpoint.config)
         for key in plan.family.width_keys:
             config[key] = k
+        if dtype is not None:
+            for key in [key for key in _CONFIG_DTYPE_KEYS if key in config] or ["dtype"]:
+                config[key] = str(dtype).removeprefix("torch.")
         write_json(tmp / CONFIG, config)
         for path in checkpoint.auxiliary_files():
             shutil.copy2(path, tmp / path.name)

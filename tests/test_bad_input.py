@@ -7,8 +7,10 @@ A few representative cases also go through the Python API, which raises ValueErr
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,7 @@ def env(shared, tmp_path):
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,6 +109,80 @@ def with_complex_tensor(env: Env) -> Path:
     return model
 
 
+def _edit_header(path: Path, edit: Callable[[dict], None], extra: bytes = b"") -> None:
+    """Rewrite a safetensors file's JSON header with `edit`, keeping its data (plus `extra` bytes at the end)."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    edit(header)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length :] + extra)
+
+
+def _last_tensor(header: dict) -> str:
+    return max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+
+
+def offsets_past_end(env: Env) -> Path:
+    """The last tensor claims one more row than the file holds: shape and offsets agree, the data is short."""
+    model = env.copy()
+
+    def edit(header: dict) -> None:
+        entry = header[_last_tensor(header)]
+        assert entry["dtype"] == "F32" and len(entry["shape"]) == 2
+        entry["shape"][0] += 1
+        entry["data_offsets"][1] += 4 * entry["shape"][1]
+
+    _edit_header(model / SHARD, edit)
+    return model
+
+
+def with_header_dtype(env: Env, dtype: str) -> Path:
+    """An extra 8-element tensor `model.scales` of `dtype` (1 byte per element) at the end of the shard."""
+    model = env.copy()
+
+    def edit(header: dict) -> None:
+        end = header[_last_tensor(header)]["data_offsets"][1]
+        header["model.scales"] = {"dtype": dtype, "shape": [8], "data_offsets": [end, end + 8]}
+
+    _edit_header(model / SHARD, edit, extra=bytes(8))
+    return model
+
+
+def non_finite_scored(env: Env, value: float) -> Path:
+    """`value` (NaN or Inf) in one element of layer 1's scored matrix (gate_proj)."""
+    model = env.copy()
+    name = "model.layers.1.mlp.gate_proj.weight"
+    shard = model / json.loads((model / "model.safetensors.index.json").read_text())["weight_map"][name]
+    tensors = load_file(shard)
+    tensors[name][3, 5] = value
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    return model
+
+
+def without_width_key(env: Env) -> Path:
+    model = env.copy()
+    config = json.loads((model / "config.json").read_text())
+    del config["intermediate_size"]
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def index_naming_a_missing_shard(env: Env) -> Path:
+    model = env.copy()
+    index = json.loads((model / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = "model-00005-of-00004.safetensors"
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    return model
+
+
+def corrupt_index(env: Env) -> Path:
+    model = env.copy()
+    (model / "model.safetensors.index.json").write_text('{"weight_map": {')
+    return model
+
+
 def broken_config(env: Env) -> Path:
     model = env.copy()
     (model / "config.json").write_text('{"model_type": "llama", "intermediate_size": 40,')
@@ -125,6 +201,22 @@ def existing_output(env: Env) -> Path:
     return env.src
 
 
+def output_linked_to(env: Env, target: Path) -> Path:
+    env.out.symlink_to(target, target_is_directory=True)
+    return env.src
+
+
+def real_folder(env: Env) -> Path:
+    (env.tmp / "real").mkdir()
+    (env.tmp / "real" / "keep.txt").write_text("where the link points")
+    return env.tmp / "real"
+
+
+def file_as_parent(env: Env) -> Path:
+    (env.tmp / "file.txt").write_text("not a folder")
+    return env.tmp / "file.txt" / "out"
+
+
 # ---------------------------------------------------------------------------------------------------
 # CLI: exit 2, one error line, nothing written
 
@@ -132,6 +224,7 @@ def existing_output(env: Env) -> Path:
 class Case:
     args: Callable[[Env], list]  # everything after "compress" except --out, --json, --quiet, --episodes
     says: Callable[[Env], list[str]]  # what the error line must contain
+    out: Callable[[Env], Path] | None = None  # the --out given (default env.out)
 
 
 def _src(env: Env) -> str:
@@ -160,28 +253,79 @@ CASES = {
     "shard-unsupported-dtype": Case(
         lambda e: [str(with_complex_tensor(e)), "--ratio", "0.3"], lambda e: [SHARD, "model.freqs_cis", "C64"]
     ),
+    "shard-dtype-unknown-to-writer": Case(
+        lambda e: [str(with_header_dtype(e, "F8_E8M0")), "--ratio", "0.3"],
+        lambda e: [SHARD, "model.scales", "F8_E8M0", "not supported"],
+    ),
+    "shard-dtype-not-safetensors": Case(
+        lambda e: [str(with_header_dtype(e, "Q4_K")), "--ratio", "0.3"], lambda e: ["corrupt shard", SHARD, "Q4_K"]
+    ),
+    "shard-offsets-past-end": Case(
+        lambda e: [str(offsets_past_end(e)), "--ratio", "0.3"], lambda e: ["corrupt shard", SHARD]
+    ),
+    "shard-truncated-nested-out": Case(
+        lambda e: [str(truncated_shard(e)), "--ratio", "0.3"], lambda e: ["corrupt shard", SHARD],
+        out=lambda e: e.tmp / "runs" / "llama" / "r30",  # the missing folders are not made either
+    ),
+    "scored-nan": Case(
+        lambda e: [str(non_finite_scored(e, float("nan"))), "--ratio", "0.3", "--selector", "prunenet"],
+        lambda e: ["model.layers.1.mlp.gate_proj.weight", "1 NaN or infinite", ".safetensors"],
+    ),
+    "scored-nan-default-selector": Case(
+        lambda e: [str(non_finite_scored(e, float("nan"))), "--ratio", "0.3"],
+        lambda e: ["model.layers.1.mlp.gate_proj.weight", "1 NaN or infinite"],
+    ),
+    "scored-inf-magnitude": Case(
+        lambda e: [str(non_finite_scored(e, float("inf"))), "--ratio", "0.3", "--selector", "magnitude"],
+        lambda e: ["model.layers.1.mlp.gate_proj.weight", "1 NaN or infinite"],
+    ),
+    "index-names-a-missing-shard": Case(
+        lambda e: [str(index_naming_a_missing_shard(e)), "--ratio", "0.3"],
+        lambda e: ["missing shard", "model-00005-of-00004.safetensors"],
+    ),
+    "index-corrupt": Case(
+        lambda e: [str(corrupt_index(e)), "--ratio", "0.3"], lambda e: ["corrupt shard index", "index.json"]
+    ),
     "config-corrupt": Case(
         lambda e: [str(broken_config(e)), "--ratio", "0.3"], lambda e: ["corrupt config", "config.json"]
     ),
     "config-missing": Case(
         lambda e: [str(without(e, "config.json")), "--ratio", "0.3"], lambda e: ["missing config", "config.json"]
     ),
+    "config-without-width-key": Case(
+        lambda e: [str(without_width_key(e)), "--ratio", "0.3"],
+        lambda e: [str(e.tmp / "model" / "config.json"), "no FFN width", "intermediate_size"],
+    ),
     "policy-wrong-shape": Case(
-        lambda e: [str(e.wide), "--ratio", "0.3", "--policy", str(e.policy)], lambda e: ["n=40", f"n={WIDE_FFN}"]
+        lambda e: [str(e.wide), "--ratio", "0.3", "--selector", "prunenet", "--policy", str(e.policy)],
+        lambda e: ["n=40", f"n={WIDE_FFN}"],
     ),
     "policy-random-bytes": Case(
-        lambda e: [_src(e), "--ratio", "0.3", "--policy", str(not_a_policy(e))],
+        lambda e: [_src(e), "--ratio", "0.3", "--selector", "prunenet", "--policy", str(not_a_policy(e))],
         lambda e: ["random.safetensors", "not a prunenet policy"],
     ),
     "policy-is-a-model-shard": Case(
-        lambda e: [_src(e), "--ratio", "0.3", "--policy", str(e.src / SHARD)],
+        lambda e: [_src(e), "--ratio", "0.3", "--selector", "prunenet", "--policy", str(e.src / SHARD)],
         lambda e: [SHARD, "not a prunenet policy"],
     ),
     "policy-missing": Case(
-        lambda e: [_src(e), "--ratio", "0.3", "--policy", str(e.tmp / "nope.safetensors")],
+        lambda e: [_src(e), "--ratio", "0.3", "--selector", "prunenet", "--policy", str(e.tmp / "nope.safetensors")],
         lambda e: ["nope.safetensors", "does not exist"],
     ),
-    "output-exists": Case(lambda e: [str(existing_output(e)), "--ratio", "0.3"], lambda e: [str(e.out), "--overwrite"]),
+    "output-exists": Case(
+        lambda e: [str(existing_output(e)), "--ratio", "0.3"], lambda e: [str(e.out), "pass --overwrite to replace it"]
+    ),
+    "output-is-a-symlink": Case(
+        lambda e: [str(output_linked_to(e, real_folder(e))), "--ratio", "0.3", "--overwrite"],
+        lambda e: [str(e.out), "symbolic link", str(e.tmp / "real")],
+    ),
+    "output-is-a-broken-symlink": Case(
+        lambda e: [str(output_linked_to(e, e.tmp / "nowhere")), "--ratio", "0.3"],
+        lambda e: [str(e.out), "symbolic link"],
+    ),
+    "output-parent-is-a-file": Case(
+        lambda e: [_src(e), "--ratio", "0.3"], lambda e: [str(e.tmp / "file.txt"), "is a file"], out=file_as_parent
+    ),
 }
 
 
@@ -204,15 +348,16 @@ def _assert_one_error_line(err: str, out: str, says: list[str]) -> None:
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_compress_rejects_bad_input(env, capsys, case):
     args = [str(a) for a in case.args(env)]  # sets up the damaged input, if any
-    pre_existing = env.out.exists()
+    out_path = case.out(env) if case.out else env.out
+    pre_existing = out_path.exists()
     before = snapshot(env.tmp)
-    argv = ["compress", *args, "--out", str(env.out), "--json", str(env.report), "--quiet", "--episodes", "1"]
+    argv = ["compress", *args, "--out", str(out_path), "--json", str(env.report), "--quiet", "--episodes", "1"]
     code, out, err = _run_cli(capsys, argv)
     assert code == 2
     _assert_one_error_line(err, out, case.says(env))
     assert snapshot(env.tmp) == before  # nothing written, moved or removed
     if not pre_existing:
-        assert_nothing_written(env.out, env.report)
+        assert_nothing_written(out_path, env.report)
 
 
 def test_fit_rejects_bad_ratio(env, capsys):
@@ -249,13 +394,28 @@ API_CASES = {
         lambda e: prunenet.compress(without(e, SHARD), e.out, ratio=0.3, progress=False), "missing shard"
     ),
     "policy-wrong-shape": (
-        lambda e: prunenet.compress(e.wide, e.out, ratio=0.3, policy=e.policy, progress=False), f"n={WIDE_FFN}"
+        lambda e: prunenet.compress(e.wide, e.out, ratio=0.3, selector="prunenet", policy=e.policy, progress=False),
+        f"n={WIDE_FFN}",
     ),
     "output-exists": (
         lambda e: prunenet.compress(existing_output(e), e.out, ratio=0.3, selector="random", progress=False),
         "overwrite",
     ),
     "fit-ratio-negative": (lambda e: prunenet.fit(e.src, -0.1, episodes=1, progress=False), r"ratio -0\.1"),
+    "scored-nan": (
+        lambda e: prunenet.compress(non_finite_scored(e, float("nan")), e.out, ratio=0.3, selector="prunenet",
+                                    repair="none", episodes=1, progress=False),
+        r"'model\.layers\.1\.mlp\.gate_proj\.weight' holds 1 NaN or infinite",
+    ),
+    "output-is-a-symlink": (
+        lambda e: prunenet.compress(output_linked_to(e, real_folder(e)), e.out, ratio=0.3, selector="random",
+                                    repair="none", overwrite=True, progress=False),
+        "symbolic link",
+    ),
+    "dtype-unknown": (
+        lambda e: prunenet.compress(e.src, e.out, ratio=0.3, selector="random", dtype="int8", progress=False),
+        "unknown dtype 'int8'",
+    ),
 }
 
 

@@ -62,6 +62,8 @@ def save_tiny_llama(path: Path, shard_size: str | None = SHARD_SIZE, ffn: int | 
 
 def leftovers(parent: Path) -> list[str]:
     """Temporary folders/files of an atomic write (`.NAME.partial-PID`, `.NAME.old-PID`) left in `parent`."""
+    if not Path(parent).is_dir():
+        return []
     return sorted(p.name for p in Path(parent).iterdir() if ".partial-" in p.name or ".old-" in p.name)
 
 
@@ -115,7 +117,7 @@ def original(tmp_path_factory):
 def compressed(original, tmp_path_factory):
     src, _ = original
     out = tmp_path_factory.mktemp("out") / "llama-40"
-    report = prunenet.compress(src, out, ratio=RATIO, selector="random", progress=False)
+    report = prunenet.compress(src, out, ratio=RATIO, selector="random", repair="none", progress=False)
     return out, report
 
 
@@ -216,7 +218,7 @@ def test_single_file_checkpoint_and_extra_dtypes_pass_through(tmp_path):
     extras = {"extra.packed": torch.tensor([[1, 2, 3], [2**32 - 1, 0, 7]]).to(torch.uint32),
               "extra.mask": torch.tensor([True, False, True]), "extra.step": torch.tensor(7)}
     save_file({**load_file(src / "model.safetensors"), **extras}, str(src / "model.safetensors"), {"format": "pt"})
-    prunenet.compress(src, out, ratio=RATIO, selector="magnitude", progress=False)
+    prunenet.compress(src, out, ratio=RATIO, selector="magnitude", repair="none", progress=False)
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
     assert not (out / "model.safetensors.index.json").exists()
     written = load_file(out / "model.safetensors")
@@ -229,6 +231,64 @@ def test_single_file_checkpoint_and_extra_dtypes_pass_through(tmp_path):
     expected = slice_state_dict(model.state_dict(), kept)
     for name, tensor in expected.items():
         assert torch.equal(written[name], tensor), name
+
+
+def test_dtype_converts_floating_tensors_and_never_changes_the_rows(original, tmp_path):
+    src = original[0]
+    for dtype in ("auto", "bfloat16"):
+        prunenet.compress(src, tmp_path / dtype, ratio=RATIO, selector="prunenet", repair="none", episodes=2,
+                          dtype=dtype, progress=False)
+    auto, bf16 = tmp_path / "auto", tmp_path / "bfloat16"
+    assert read_json(bf16 / "prunenet.json")["kept_rows"] == read_json(auto / "prunenet.json")["kept_rows"]
+    assert read_json(auto / "config.json")["dtype"] == read_json(src / "config.json")["dtype"] == "float32"
+    assert read_json(bf16 / "config.json")["dtype"] == "bfloat16"
+    for shard in sorted(src.glob("*.safetensors")):
+        as_stored, converted = load_file(auto / shard.name), load_file(bf16 / shard.name)
+        assert list(converted) == list(as_stored)
+        for name, tensor in converted.items():
+            assert as_stored[name].dtype == torch.float32, name
+            assert same_bits(tensor, as_stored[name].to(torch.bfloat16)), name
+    loaded = T.AutoModelForCausalLM.from_pretrained(bf16)
+    assert loaded.dtype == torch.bfloat16
+    assert torch.isfinite(tiny_models.logits(loaded, torch.arange(6).reshape(1, 6)).float()).all()
+
+
+def test_dtype_leaves_integer_bool_and_float8_tensors_alone(tmp_path):
+    src, out = tmp_path / "single", tmp_path / "out"
+    save_tiny_llama(src, shard_size=None)
+    extras = {"extra.packed": torch.tensor([[1, 2], [2**32 - 1, 7]]).to(torch.uint32),
+              "extra.mask": torch.tensor([True, False]), "extra.step": torch.tensor(7),
+              "extra.fp8": torch.tensor([0.5, -2.0]).to(torch.float8_e4m3fn),
+              "extra.bf16": torch.tensor([1.5, -3.25], dtype=torch.bfloat16)}
+    save_file({**load_file(src / "model.safetensors"), **extras}, str(src / "model.safetensors"), {"format": "pt"})
+    prunenet.compress(src, out, ratio=RATIO, selector="random", repair="none", dtype="float16", progress=False)
+    written = load_file(out / "model.safetensors")
+    for name in ("extra.packed", "extra.mask", "extra.step", "extra.fp8"):
+        assert same_bits(written[name], extras[name]), name
+    assert same_bits(written["extra.bf16"], extras["extra.bf16"].to(torch.float16))
+    assert written["model.layers.0.mlp.gate_proj.weight"].dtype == torch.float16
+
+
+def test_missing_output_folders_are_made_and_existing_outputs_still_refused(original, tmp_path, capsys):
+    src = original[0]
+    out, report, policy = tmp_path / "runs/llama/r40", tmp_path / "reports/r40.json", tmp_path / "pol/a/p.safetensors"
+    argv = ["compress", str(src), "--ratio", "0.4", "--selector", "prunenet", "--repair", "none", "--episodes", "1",
+            "--out", str(out), "--json", str(report), "--save-policy", str(policy), "--quiet"]
+    assert main(argv) == 0
+    assert read_json(out / "config.json")["intermediate_size"] == KEPT
+    assert read_json(report)["outputs"][0]["out"] == str(out) and policy.is_file()
+    fit_policy, fit_report = tmp_path / "fits/a/p.safetensors", tmp_path / "fits/b/fit.json"
+    assert main(["fit", str(src), "--episodes", "1", "--out", str(fit_policy), "--json", str(fit_report),
+                 "--quiet"]) == 0
+    assert fit_policy.is_file() and read_json(fit_report)["policy"] == str(fit_policy)
+    several = tmp_path / "sweeps/one/llama"
+    assert main(["compress", str(src), "--ratios", "0.1,0.4", "--selector", "random", "--repair", "none",
+                 "--out", str(several), "--quiet"]) == 0
+    assert sorted(p.name for p in several.iterdir()) == ["ratio-0.1", "ratio-0.4"]
+    capsys.readouterr()
+    assert main(argv) == 2  # an existing output is still refused
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert leftovers(out.parent) == [] and leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -355,7 +415,8 @@ def test_failure_while_writing_leaves_nothing(original, tmp_path, monkeypatch, e
     partial_seen: list[str] = []
     FAILURES[where](monkeypatch, exc_type, tmp_path, partial_seen)
     with pytest.raises(exc_type, match="simulated failure"):
-        prunenet.compress(src, out, ratio=RATIO, selector="random", overwrite=existing, progress=False)
+        prunenet.compress(src, out, ratio=RATIO, selector="random", repair="none", overwrite=existing,
+                          progress=False)
     assert partial_seen, "the failure must happen while the temporary folder exists"
     assert leftovers(tmp_path) == []
     if existing:  # a failed overwrite keeps the previous output untouched
@@ -369,7 +430,8 @@ def test_overwrite_replaces_output_and_leaves_no_old_copy(original, tmp_path, ca
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")
-    argv = ["compress", str(src), "--ratio", "0.25", "--selector", "random", "--out", str(out), "--quiet"]
+    argv = ["compress", str(src), "--ratio", "0.25", "--selector", "random", "--repair", "none", "--out", str(out),
+            "--quiet"]
     assert main(argv) == 2  # refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]
@@ -391,8 +453,8 @@ def test_several_ratios_from_one_fit(original, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(prunenet.pipeline, "train_policy", counting)
-    argv = ["compress", str(src), "--ratios", "0.1,0.2,0.3", "--episodes", "2", "--out", str(out),
-            "--json", str(report_path), "--quiet"]
+    argv = ["compress", str(src), "--ratios", "0.1,0.2,0.3", "--selector", "prunenet", "--repair", "none",
+            "--episodes", "2", "--out", str(out), "--json", str(report_path), "--quiet"]
     assert main(argv) == 0
     assert fits == [0.1]  # one fit, at the first ratio
     report = read_json(report_path)

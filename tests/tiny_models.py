@@ -19,6 +19,10 @@ CONFIGS = {
     "qwen3": lambda: T.Qwen3Config(**_COMMON, intermediate_size=FFN, num_key_value_heads=1, head_dim=12),
     "gemma": lambda: T.GemmaConfig(**_COMMON, intermediate_size=FFN, num_key_value_heads=1, head_dim=12),
     "gemma2": lambda: T.Gemma2Config(**_COMMON, intermediate_size=FFN, num_key_value_heads=1, head_dim=12),
+    # sliding_window 4 < the test sequences, and layer_types mixing both kinds of attention
+    "gemma3_text": lambda: T.Gemma3TextConfig(**_COMMON, intermediate_size=FFN, num_key_value_heads=1, head_dim=12,
+                                              sliding_window=4, layer_types=["sliding_attention", "full_attention",
+                                                                             "sliding_attention"]),
     "phi3": lambda: T.Phi3Config(**_COMMON, intermediate_size=FFN, num_key_value_heads=1, pad_token_id=0),
     "opt": lambda: T.OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, ffn_dim=FFN,
                                num_attention_heads=2, max_position_embeddings=64, word_embed_proj_dim=HIDDEN),
@@ -38,9 +42,22 @@ def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def save_model(model: torch.nn.Module, path: Path, shard_size: str | None = None) -> Path:
+def tiny_tokenizer() -> T.PreTrainedTokenizerFast:
+    """A word-level tokenizer over the tiny models' VOCAB ids: 3 specials and w3..w95 (probes need one)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["<pad>", "<s>", "</s>"]
+    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(len(specials), VOCAB)])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def save_model(model: torch.nn.Module, path: Path, shard_size: str | None = None, tokenizer: bool = True) -> Path:
     kwargs = {"max_shard_size": shard_size} if shard_size else {}
     model.save_pretrained(path, **kwargs)
+    if tokenizer:
+        tiny_tokenizer().save_pretrained(path)
     return path
 
 

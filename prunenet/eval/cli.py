@@ -45,7 +45,8 @@ def add_eval_parser(commands) -> None:
                     help=f"tokens of the text evaluated (default {DEFAULT_TOKENS})")
     ev.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"tokens per window (default {DEFAULT_WINDOW})")
     speed = ev.add_argument_group("throughput")
-    speed.add_argument("--no-throughput", action="store_true", help="skip the speed measurements")
+    speed.add_argument("--no-throughput", action="store_true",
+                       help="skip the speed measurements (with the defaults, most of the run time on a CPU)")
     speed.add_argument("--prefill-batch", type=int, default=_DEFAULT_SPEED.batch,
                        help=f"prefill batch size (default {_DEFAULT_SPEED.batch})")
     speed.add_argument("--prefill-len", type=int, default=_DEFAULT_SPEED.seq_len,
@@ -63,14 +64,16 @@ def add_eval_parser(commands) -> None:
     tasks.add_argument("--task-include", metavar="DIR", help="folder of extra task YAML files")
     ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     ev.add_argument("--json", dest="json_path", metavar="PATH", help="write the report as JSON to PATH")
-    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.add_argument("--quiet", action="store_true",
+                    help="print nothing but errors: no progress bars, no table (--json keeps the report)")
 
     plot = commands.add_parser(
         "plot", help="PNG pictures: spectra CDFs, reward per episode, quality vs ratio (needs matplotlib)",
         description="Draw PNG pictures into --out (needs pip install \"prunenet[plot]\"). Give at least one "
                     "of --spectra, --fit-report, --quality.",
         epilog=PLOT_EPILOG, formatter_class=formatter)
-    plot.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files (created if missing)")
+    plot.add_argument("--out", required=True, metavar="DIR",
+                      help="folder for the PNG files (made if missing, with its parents)")
     plot.add_argument("--spectra", nargs="+", metavar="MODEL",
                       help="ORIGINAL then one or more COMPRESSED models -> spectra.png")
     plot.add_argument("--fit-report", nargs="+", metavar="JSON", help="fit/compress reports -> rewards.png")
@@ -100,8 +103,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     print(f"corpus: {corpus['source']}, {corpus['tokens']} tokens in {corpus['windows']} windows of "
           f"{corpus['window']}; {report['machine']['device_name']}, {report['machine']['torch_threads']} threads")
     if settings:
-        print(f"throughput: prefill batch {settings.batch} x {settings.seq_len} tokens; decode {settings.new_tokens} "
-              f"greedy tokens after a {settings.prompt_len}-token prompt; median of {settings.repeats}")
+        print(f"throughput: {settings.describe()}")
     print(eval_table(report))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_s"].items())
     print(f"time: {phases}; peak RSS {report['peak_rss_mb']:.0f} MiB")
@@ -119,10 +121,11 @@ def _run_plot(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out!r} is not a folder")
-    if not out.parent.is_dir():
-        raise ValueError(f"parent folder of --out {args.out!r} does not exist")
     reports = {path: _read_json(path) for path in [*(args.fit_report or []), *([args.quality] if args.quality else [])]}
-    out.mkdir(exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot make --out {args.out!r}: {exc}") from None
     written = []
     if args.spectra:
         original, *compressed = args.spectra

@@ -8,6 +8,7 @@ All options are checked (models exist, text readable, tasks known...) before any
 from __future__ import annotations
 
 import os
+import sys
 from typing import Sequence
 
 from ..pipeline import resolve_device
@@ -51,7 +52,7 @@ def evaluate(
     check_count("window", window, 2)
     names = [original, *compressed]
     for name in names:
-        resolve(name)
+        resolve(name, progress)
     corpus_text = default_text() if text is None else read_text(text)
     json_path = check_json_path(json_path)
     settings = _throughput_settings(throughput)
@@ -73,11 +74,13 @@ def evaluate(
     models = []
     for i, (model, stat) in enumerate(zip(loaded, stats)):
         models.append({"role": "compressed" if i else "original", "name": model.name, **model.info, **stat})
+    bar = _throughput_bar(settings, len(loaded), progress)
     for model, entry in zip(loaded, models):
         with timer.phase("throughput"):
-            entry["throughput"] = measure(model.model, settings) if settings else None
+            entry["throughput"] = measure(model.model, settings, bar.update) if settings else None
         with timer.phase("tasks"):
             entry["tasks"] = run_tasks(model.model, tokenizer, task_names, manager, task_limit) if task_names else None
+    bar.close()
     report = {
         "command": "eval",
         "corpus": {
@@ -98,6 +101,17 @@ def evaluate(
     }
     save_report(json_path, report)
     return report
+
+
+def _throughput_bar(settings: ThroughputSettings | None, models: int, progress: bool):
+    """A progress bar over every throughput run, after a line saying what runs and how to skip it."""
+    from tqdm.auto import tqdm
+
+    show = progress and settings is not None
+    if show:
+        print(f"throughput of {models} model(s): {settings.describe()} (--no-throughput skips this)",
+              file=sys.stderr, flush=True)
+    return tqdm(total=settings.runs * models if settings else 0, desc="throughput", unit="run", disable=not show)
 
 
 def _throughput_settings(throughput: ThroughputSettings | bool) -> ThroughputSettings | None:

@@ -28,11 +28,11 @@ class LoadedModel:
     info: dict
 
 
-def resolve(name: str | os.PathLike) -> Path:
+def resolve(name: str | os.PathLike, progress: bool = False) -> Path:
     """The local folder of a model name; ValueError naming it if it is neither a folder nor an alias."""
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"a model is a folder or an alias (str or path), got {type(name).__name__} {name!r}")
-    return resolve_model(name)
+    return resolve_model(name, progress)
 
 
 def load_model(name: str | os.PathLike, device: torch.device, progress: bool = False) -> LoadedModel:

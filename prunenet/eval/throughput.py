@@ -12,6 +12,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
@@ -37,16 +38,32 @@ class ThroughputSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def runs(self) -> int:
+        """Timed and warm-up runs of one model: prefill and decode, `repeats` + 1 each."""
+        return 2 * (self.repeats + 1)
+
+    def describe(self) -> str:
+        return (f"prefill batch {self.batch} x {self.seq_len} tokens; decode {self.new_tokens} greedy tokens after a "
+                f"{self.prompt_len}-token prompt; median of {self.repeats} runs after a warm-up")
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(run, repeats: int) -> float:
-    """Median of `repeats` calls of `run` (which returns the seconds it timed), after one warm-up call."""
-    run()  # warm-up: allocator, kernels, caches
-    return statistics.median(run() for _ in range(repeats))
+def _median_seconds(run, repeats: int, tick: Callable[[], object] | None = None) -> float:
+    """Median of `repeats` calls of `run` (which returns the seconds it timed), after one warm-up call;
+    `tick` is called after each call (a progress bar)."""
+    def counted() -> float:
+        seconds = run()
+        if tick is not None:
+            tick()
+        return seconds
+
+    counted()  # warm-up: allocator, kernels, caches
+    return statistics.median(counted() for _ in range(repeats))
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -59,7 +76,7 @@ def _random_ids(model: torch.nn.Module, shape: tuple[int, int], seed: int) -> to
 
 
 @torch.inference_mode()
-def prefill_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, seed: int = 0) -> float:
+def prefill_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, seed: int = 0, tick=None) -> float:
     device = _model_device(model)
     ids = _random_ids(model, (settings.batch, settings.seq_len), seed)
 
@@ -70,11 +87,11 @@ def prefill_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, s
         _sync(device)
         return time.perf_counter() - start
 
-    return settings.batch * settings.seq_len / _median_seconds(run, settings.repeats)
+    return settings.batch * settings.seq_len / _median_seconds(run, settings.repeats, tick)
 
 
 @torch.inference_mode()
-def decode_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, seed: int = 0) -> float:
+def decode_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, seed: int = 0, tick=None) -> float:
     device = _model_device(model)
     prompt = _random_ids(model, (1, settings.prompt_len), seed)
 
@@ -89,13 +106,14 @@ def decode_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, se
         _sync(device)
         return time.perf_counter() - start
 
-    return settings.new_tokens / _median_seconds(run, settings.repeats)
+    return settings.new_tokens / _median_seconds(run, settings.repeats, tick)
 
 
-def measure(model: torch.nn.Module, settings: ThroughputSettings) -> dict:
+def measure(model: torch.nn.Module, settings: ThroughputSettings, tick: Callable[[], object] | None = None) -> dict:
+    """Prefill and decode tokens/s; `tick` is called after each of the `settings.runs` runs."""
     return {
-        "prefill_tokens_per_s": prefill_tokens_per_s(model, settings),
-        "decode_tokens_per_s": decode_tokens_per_s(model, settings),
+        "prefill_tokens_per_s": prefill_tokens_per_s(model, settings, tick=tick),
+        "decode_tokens_per_s": decode_tokens_per_s(model, settings, tick=tick),
     }
 
 

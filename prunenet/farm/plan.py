@@ -1,0 +1,269 @@
+"""A farm plan: which models, which ratios, which selection options, where the outputs go.
+
+    out = "runs"                                  # output root: runs/<model>/ratio-<r>/
+    models = ["./llama-a", "smollm2-135m"]        # folders or the embedded alias; or {name = "a", path = "./a"}
+    ratios = [0.1, 0.2, 0.3]
+    selector = "random"                           # optional, as the other [options]
+    eval = true                                   # or a table of prunenet.eval.evaluate options
+    [options]                                     # any selection option of prunenet.compress
+    seed = 0
+
+Everything is checked here, before Ray starts or any model is read: unknown keys and options (against
+`inspect.signature(prunenet.compress)` and `prunenet.eval.evaluate`), option types (against the default's
+type), ratios, duplicate model names, model folders that do not exist. What only a model can tell (a
+missing shard, an unsupported family, a ratio that leaves no row) fails that model's jobs at run time.
+Relative paths in a plan file are relative to the file's folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..embedded import EMBEDDED, gguf_path
+from ..row_selection import check_ratio
+
+# Plan keys; every other selection option goes in [options].
+PLAN_KEYS = ("out", "models", "ratios", "selector", "options", "eval", "retries", "cpus_per_task", "gpus_per_task")
+# compress/evaluate arguments the farm sets itself, per job.
+RESERVED_COMPRESS = ("model", "out", "ratio", "ratios", "scores", "overwrite", "json_path", "progress", "policy_out")
+RESERVED_EVAL = ("original", "compressed", "json_path", "progress")
+DEFAULT_RETRIES = 3
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the folder under the output root
+    source: str  # an absolute folder, or the embedded alias
+    fingerprint: str
+
+    def folder(self, root: Path) -> Path:
+        return root / self.name
+
+
+@dataclass(frozen=True)
+class Plan:
+    out: Path
+    models: tuple[ModelSpec, ...]
+    ratios: tuple[float, ...]
+    options: dict  # every selection option of compress, defaults filled in: part of each job's key
+    asked: dict  # the options the plan gave, passed to compress and score as they are
+    eval: dict | None  # keyword options of prunenet.eval.evaluate, or None for no evaluation
+    retries: int = DEFAULT_RETRIES
+    cpus_per_task: float = 1.0
+    gpus_per_task: float | None = None  # None: 1 when the cluster has GPUs and the device allows them
+    source: str | None = field(default=None, compare=False)
+
+    def as_dict(self) -> dict:
+        return {
+            "out": str(self.out), "source": self.source, "ratios": list(self.ratios),
+            "models": [{"name": m.name, "source": m.source, "fingerprint": m.fingerprint} for m in self.models],
+            "options": self.asked, "eval": self.eval, "retries": self.retries,
+            "cpus_per_task": self.cpus_per_task, "gpus_per_task": self.gpus_per_task,
+        }
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ValueError('reading a plan on Python 3.10 needs tomli: pip install "prunenet[farm]"') from None
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"plan {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"plan {str(path)!r} is a folder") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"plan {str(path)!r} is not readable TOML: {exc}") from None
+
+
+def load_plan(plan: str | os.PathLike | Mapping | Plan) -> Plan:
+    """A validated `Plan` from a TOML file or a dict of the same keys (relative paths: from the current folder)."""
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, (str, os.PathLike)):
+        data, base, source = read_toml(plan), Path(plan).resolve().parent, str(plan)
+    elif isinstance(plan, Mapping):
+        data, base, source = dict(plan), Path.cwd(), None
+    else:
+        raise TypeError(f"a plan is a TOML file path or a dict, got {type(plan).__name__}")
+    unknown = sorted(set(data) - set(PLAN_KEYS))
+    if unknown:
+        raise ValueError(f"plan: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(PLAN_KEYS)} "
+                         "(selection options go in [options])")
+    for key in ("out", "models", "ratios"):
+        if key not in data:
+            raise ValueError(f"plan: {key!r} is missing")
+    asked = _options(data)
+    return Plan(
+        out=_out(data["out"], base),
+        models=_models(data["models"], base),
+        ratios=_ratios(data["ratios"]),
+        options=_with_defaults(asked),
+        asked=asked,
+        eval=_eval(data.get("eval", False)),
+        retries=_number("retries", data.get("retries", DEFAULT_RETRIES), 0, integer=True),
+        cpus_per_task=_number("cpus_per_task", data.get("cpus_per_task", 1), 0, strict=True),
+        gpus_per_task=None if "gpus_per_task" not in data else _number("gpus_per_task", data["gpus_per_task"], 0),
+        source=source,
+    )
+
+
+def _out(value: Any, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"plan: out must be a folder path (string), got {value!r}")
+    out = (base / Path(value).expanduser()).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"plan: out {value!r} exists and is not a folder")
+    return out
+
+
+def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise TypeError(f"plan: models must be a non-empty list of folders or aliases, got {value!r}")
+    specs, names = [], set()
+    for entry in value:
+        if isinstance(entry, str):
+            name, where = None, entry
+        elif isinstance(entry, Mapping) and set(entry) <= {"name", "path"} and "path" in entry:
+            name, where = entry.get("name"), entry["path"]
+        else:
+            raise TypeError(f"plan: a model is a string or a table {{name, path}}, got {entry!r}")
+        if not isinstance(where, str) or not where:
+            raise TypeError(f"plan: model path must be a string, got {where!r}")
+        if where in EMBEDDED:
+            source = where
+        else:
+            folder = (base / Path(where).expanduser()).resolve()
+            if not folder.is_dir():
+                raise ValueError(f"plan: model {where!r} is neither a folder ({folder}) nor a known alias "
+                                 f"({', '.join(sorted(EMBEDDED))})")
+            source = str(folder)
+        name = Path(source).name if name is None else name
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"plan: model name {name!r} must be letters, digits, '.', '_' or '-'")
+        if name in names:
+            raise ValueError(f"plan: two models are named {name!r}; give them distinct names ({{name, path}})")
+        names.add(name)
+        specs.append(ModelSpec(name, source, fingerprint(source)))
+    return tuple(specs)
+
+
+def _ratios(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise TypeError(f"plan: ratios must be a non-empty list of numbers, got {value!r}")
+    ratios = []
+    for r in value:
+        try:
+            ratios.append(float(check_ratio(r)))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"plan: ratios: {exc}") from None
+    if len(set(ratios)) != len(ratios):
+        raise ValueError(f"plan: ratios {value!r} repeat a value")
+    return tuple(ratios)
+
+
+def compress_parameters() -> dict[str, inspect.Parameter]:
+    """The selection options a plan may set: the keyword options of `prunenet.compress`, less the reserved."""
+    from .. import pipeline
+
+    params = inspect.signature(pipeline.compress).parameters
+    return {name: p for name, p in params.items() if name not in RESERVED_COMPRESS
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _options(data: Mapping) -> dict:
+    options = data.get("options", {})
+    if not isinstance(options, Mapping):
+        raise TypeError(f"plan: options must be a table, got {options!r}")
+    options = dict(options)
+    if "selector" in data:
+        if "selector" in options:
+            raise ValueError("plan: selector is given twice (top level and [options])")
+        options["selector"] = data["selector"]
+    _check_keywords("options", options, compress_parameters(), RESERVED_COMPRESS)
+    return options
+
+
+def _with_defaults(asked: dict) -> dict:
+    """Every selection option, the plan's values over compress's defaults: a changed default redoes a job."""
+    defaults = {name: p.default for name, p in compress_parameters().items() if p.default is not p.empty}
+    return {**defaults, **asked}
+
+
+def _eval(value: Any) -> dict | None:
+    if value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"plan: eval must be true, false or a table of evaluate options, got {value!r}")
+    from ..eval import evaluate
+
+    params = {name: p for name, p in inspect.signature(evaluate).parameters.items() if name not in RESERVED_EVAL}
+    options = {"throughput": False, **value}  # a farm compares quality; speed is opt-in
+    _check_keywords("eval", options, params, RESERVED_EVAL)
+    return options
+
+
+def _check_keywords(where: str, options: dict, params: Mapping[str, inspect.Parameter], reserved) -> None:
+    for key, value in options.items():
+        if key in reserved:
+            raise ValueError(f"plan: {where}: {key!r} is set by the farm for each job; remove it")
+        if key not in params:
+            raise ValueError(f"plan: {where}: unknown option {key!r}; known: {', '.join(sorted(params))}")
+        _check_type(f"{where}.{key}", value, params[key].default)
+
+
+def _check_type(what: str, value: Any, default: Any) -> None:
+    """A value must have its default's simple type (a float option also takes an int); None defaults take any."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise TypeError(f"plan: {what} must be {type(default).__name__}, got {type(value).__name__} {value!r}")
+
+
+def _number(what: str, value: Any, minimum: float, integer: bool = False, strict: bool = False) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or math.isnan(value):
+        raise TypeError(f"plan: {what} must be {'an int' if integer else 'a number'}, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"plan: {what}={value!r} must be {'above' if strict else 'at least'} {minimum}")
+    return value
+
+
+def fingerprint(source: str) -> str:
+    """A short hash of what identifies a model's files: config.json's bytes, every top-level file's name,
+    size and modification time (the embedded model: its GGUF file). Cheap for any size; any rewrite of a file
+    (or a touch) changes it, so a rerun redoes that model rather than trust stale outputs."""
+    if source in EMBEDDED:
+        files = [gguf_path(EMBEDDED[source])]
+        config = source.encode()
+    else:
+        folder = Path(source)
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        config_path = folder / "config.json"
+        config = config_path.read_bytes() if config_path.is_file() else b""
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    digest = hashlib.sha256(config + json.dumps(stats).encode())
+    return digest.hexdigest()[:16]

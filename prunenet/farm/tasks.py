@@ -1,0 +1,73 @@
+"""What runs inside a Ray worker: scoring a model, slicing it at one ratio, evaluating its outputs.
+
+Plain functions (the runner wraps them with `ray.remote`), so that they import without Ray. Each sets torch's
+thread count first: Ray sets OMP_NUM_THREADS only when it starts a worker, and reuses workers across tasks.
+Arguments and results are paths and small dicts; weights never travel through the object store.
+Each records its result beside its output only after the output is complete.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .jobs import JOB_RECORD, SCORES_RECORD, write_record
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def score_task(source: str, scores: str, options: dict, key: dict, threads: int) -> dict:
+    """`prunenet.score` once per model; a stale scores file (other options, changed model) is replaced."""
+    import prunenet
+
+    start = time.perf_counter()
+    _threads(threads)
+    path = Path(scores)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / SCORES_RECORD).unlink(missing_ok=True)
+    report = prunenet.score(source, out=str(path), overwrite=True, **options, progress=False)
+    result = {"scores": str(path), "timings_s": report.get("timings_s", {}),
+              "task_s": round(time.perf_counter() - start, 4)}
+    write_record(path.parent / SCORES_RECORD, key, result)
+    return result
+
+
+def slice_task(scored: dict, source: str, ratio: float, out: str, options: dict, key: dict, threads: int) -> dict:
+    """`prunenet.compress` at one ratio from the model's scores; `scored` is the scoring task's result."""
+    import prunenet
+
+    start = time.perf_counter()
+    _threads(threads)
+    folder = Path(out)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    report = prunenet.compress(source, out=str(folder), ratio=ratio, scores=scored["scores"],
+                               overwrite=folder.exists(), **options, progress=False)
+    output = report["outputs"][0]
+    result = {key_: output[key_] for key_ in
+              ("out", "ffn_width_before", "ffn_width_after", "parameters_before", "parameters_after")}
+    result["timings_s"] = report.get("timings_s", {})
+    result["task_s"] = round(time.perf_counter() - start, 4)
+    write_record(folder / JOB_RECORD, key, result)
+    return result
+
+
+def eval_task(source: str, outputs: list[str], options: dict, key: dict, record: str, threads: int) -> dict:
+    """`prunenet.eval.evaluate` of the original against its compressed outputs: PPL, KL, top-1 agreement."""
+    from ..eval import evaluate
+
+    start = time.perf_counter()
+    _threads(threads)
+    report = evaluate(source, outputs, **options, progress=False)
+    original, *compressed = report["models"]
+    result = {
+        "original_perplexity": original["perplexity"],
+        "outputs": {out: {"perplexity": m["perplexity"], "kl": m["kl"], "agreement": m["agreement"]}
+                    for out, m in zip(outputs, compressed)},
+        "tokens": report["corpus"]["tokens"],
+        "task_s": round(time.perf_counter() - start, 4),
+    }
+    write_record(Path(record), key, result)
+    return result

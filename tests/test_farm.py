@@ -1,0 +1,270 @@
+"""`prunenet farm` on a local Ray (2 CPUs, a small object store), tiny models made here.
+
+One module-scoped Ray session serves every test that runs a farm; the tests of bad plans and of --dry-run
+never start Ray. The session installs a worker set-up hook that kills a worker (SIGKILL) on the first
+compress of a model whose marker file exists, so that a retry after a worker death can be observed.
+Selector "magnitude" with repair "none": deterministic, no probes, so the farm's outputs can be compared
+with plain `prunenet.compress`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, test_eval
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+import prunenet
+from prunenet.cli import main
+from prunenet.farm.jobs import EVAL_RECORD, JOB_RECORD, SCORES, plan_jobs
+from prunenet.farm.plan import load_plan
+from prunenet.farm.summary import table
+from test_eval import save_tokenizer
+from tiny_models import FFN, VOCAB, build_model, save_model
+
+RATIOS = [0.1, 0.3, 0.5]
+OPTIONS = {"repair": "none"}
+TOKENS = torch.tensor([[1, 5, 9, 2, 7, 3, 11, 4]])
+
+
+def kill_switch(marker_dir: str):
+    """A worker set-up hook: the first compress of model M in the session dies by SIGKILL if marker_dir/M exists."""
+    def install():
+        import os
+        import signal
+        from pathlib import Path
+
+        import prunenet
+
+        original = prunenet.compress
+
+        def compress(model, *args, **kwargs):
+            marker = Path(marker_dir) / Path(str(model)).name
+            try:
+                marker.rename(marker.with_suffix(".killed"))  # atomic: one task only consumes it
+            except FileNotFoundError:
+                return original(model, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        prunenet.compress = compress
+    return install
+
+
+@pytest.fixture(scope="module")
+def markers(tmp_path_factory):
+    return tmp_path_factory.mktemp("farm-markers")
+
+
+@pytest.fixture(scope="module")
+def ray_session(markers):
+    ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": kill_switch(str(markers))})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Three tiny models of three families, the first with a tokenizer (for eval)."""
+    root = tmp_path_factory.mktemp("farm-models")
+    families = ["llama", "qwen2", "opt"]
+    folders = [save_model(build_model(family, seed=i), root / family) for i, family in enumerate(families)]
+    save_tokenizer(folders[0])
+    return folders
+
+
+def write_plan(path: Path, out: Path, models, ratios=RATIOS, extra: str = "", **options) -> Path:
+    lines = [f"out = {json.dumps(str(out))}", f"models = {json.dumps([str(m) for m in models])}",
+             f"ratios = {json.dumps(ratios)}", 'selector = "magnitude"', extra, "[options]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in {**OPTIONS, **options}.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    out, summary = tmp_path / "runs", tmp_path / "summary.json"
+    plan = write_plan(tmp_path / "plan.toml", out, models)
+    assert main(["farm", str(plan), "--json", str(summary)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(summary.read_text())
+    assert report["counts"] == {"done": 9}
+    assert printed.count("done    ") == 9 and "9 jobs: 9 done" in printed
+    csv_lines = summary.with_suffix(".csv").read_text().splitlines()
+    assert len(csv_lines) == 10 and csv_lines[0].startswith("model,ratio,status,output")
+    for model in models:
+        assert (out / model.name / SCORES).is_file()  # one scoring per model
+        for ratio in RATIOS:
+            folder = out / model.name / f"ratio-{ratio:g}"
+            row = next(r for r in report["jobs"] if r["model"] == model.name and r["ratio"] == ratio)
+            assert row["output"] == str(folder) and row["ffn_width_after"] == int((1 - ratio) * FFN)
+            assert row["parameters_after"] < row["parameters_before"]
+            loaded = AutoModelForCausalLM.from_pretrained(folder)
+            assert loaded(TOKENS).logits.shape == (1, TOKENS.shape[1], VOCAB)
+            assert json.loads((folder / JOB_RECORD).read_text())["key"]["ratio"] == ratio
+    # The farm's rows are the ones plain compress keeps with the same options.
+    direct = tmp_path / "direct"
+    prunenet.compress(models[2], direct, ratio=0.3, selector="magnitude", progress=False, **OPTIONS)
+    farmed = json.loads((out / models[2].name / "ratio-0.3" / "prunenet.json").read_text())
+    assert farmed["kept_rows"] == json.loads((direct / "prunenet.json").read_text())["kept_rows"]
+
+    # A second run skips everything and rewrites nothing.
+    before = snapshot(out)
+    again = prunenet.farm(plan, progress=False)
+    assert again["counts"] == {"skipped": 9}
+    assert snapshot(out) == before
+    assert main(["farm", str(plan), "--dry-run"]) == 0
+    assert "dry run: 9 jobs: 9 skipped" in capsys.readouterr().out
+
+    # A changed model (its weights rewritten) is redone alone; a new ratio runs alone.
+    weights = models[1] / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    plan = write_plan(tmp_path / "plan.toml", out, models, ratios=RATIOS + [0.2])
+    states = {(j.model.name, j.ratio): j.state for j in plan_jobs(load_plan(plan))}
+    assert [k for k, s in states.items() if s != "done"] == [
+        ("llama", 0.2), ("qwen2", 0.1), ("qwen2", 0.3), ("qwen2", 0.5), ("qwen2", 0.2), ("opt", 0.2)]
+    third = prunenet.farm(plan, progress=False)
+    assert third["counts"] == {"skipped": 6, "done": 6}
+
+
+def test_broken_model_fails_alone(ray_session, models, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    save_model(build_model("llama", seed=5), broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    out = tmp_path / "runs"
+    plan = write_plan(tmp_path / "plan.toml", out, [models[0], broken, models[2]], ratios=[0.2, 0.4])
+    with pytest.raises(SystemExit) as exited:
+        main(["farm", str(plan), "--json", str(tmp_path / "s.json")])
+    assert exited.value.code == 1
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["counts"] == {"done": 4, "failed": 2}
+    for row in report["jobs"]:
+        if row["model"] == "broken":
+            assert row["status"] == "failed" and "bert" in row["error"] and "\n" not in row["error"]
+            assert not Path(row["output"]).exists()
+        else:
+            assert row["status"] == "done" and (Path(row["output"]) / "prunenet.json").is_file()
+    assert report["models"]["broken"]["scoring"]["status"] == "failed"
+    printed = capsys.readouterr().out
+    assert "FAILED  broken ratio 0.2: unsupported model_type 'bert'" in printed and "2 failed" in printed
+
+
+def test_killed_worker_is_retried(ray_session, markers, tmp_path):
+    victim = save_model(build_model("qwen2", seed=7), tmp_path / "victim")
+    (markers / "victim").touch()
+    plan = write_plan(tmp_path / "plan.toml", tmp_path / "runs", [victim], ratios=[0.25], extra="retries = 2")
+    report = prunenet.farm(plan, progress=False)
+    assert (markers / "victim.killed").exists() and not (markers / "victim").exists()  # a worker did die
+    assert report["counts"] == {"done": 1}
+    folder = Path(report["jobs"][0]["output"])
+    assert json.loads((folder / "config.json").read_text())["intermediate_size"] == int(0.75 * FFN)
+    assert [p.name for p in folder.parent.iterdir() if ".partial-" in p.name] == []
+
+
+def test_eval_table_and_plot(ray_session, models, tmp_path, capsys):
+    """The first model has a tokenizer and is evaluated; the second has none: its evaluation fails alone."""
+    out = tmp_path / "runs"
+    plan = write_plan(tmp_path / "plan.toml", out, models[:2], ratios=[0.2, 0.5],
+                      extra="[eval]\ntokens = 64\nwindow = 32")
+    assert main(["farm", str(plan), "--quiet", "--json", str(tmp_path / "s.json"),
+                 "--plot", str(tmp_path / "q.png")]) == 0
+    assert capsys.readouterr().out == ""  # --quiet
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["counts"] == {"done": 4}
+    rows = [r for r in report["jobs"] if r["model"] == "llama"]
+    assert all(r["perplexity"] > 1 and r["kl"] >= 0 and 0 <= r["agreement"] <= 1 for r in rows)
+    assert rows[0]["kl"] < rows[1]["kl"]  # half the rows gone moves the model further than a fifth
+    assert all(r["perplexity"] is None for r in report["jobs"] if r["model"] == "qwen2")
+    assert report["models"]["qwen2"]["eval"]["status"] == "failed"
+    error = report["models"]["qwen2"]["eval"]["error"]  # evaluate's own one-line message
+    assert error and "\n" not in error
+    assert (tmp_path / "q.png").stat().st_size > 0
+    assert (out / "llama" / EVAL_RECORD).is_file()
+    printed = table(report)
+    assert "llama: original PPL" in printed and "| PPL " in printed and "qwen2: evaluation failed" in printed
+    again = prunenet.farm(plan, progress=False)
+    assert again["models"]["llama"]["eval"]["status"] == "skipped"
+    assert [r["perplexity"] for r in again["jobs"]] == [r["perplexity"] for r in report["jobs"]]
+
+
+def test_ctrl_c_cancels_and_a_rerun_finishes(ray_session, models, tmp_path, monkeypatch, capsys):
+    from prunenet.farm import runner
+
+    ended = runner._Farm._slice_ended
+
+    def interrupted_after_first_job(self, *args):
+        ended(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner._Farm, "_slice_ended", interrupted_after_first_job)
+    out = tmp_path / "runs"
+    plan = write_plan(tmp_path / "plan.toml", out, models, ratios=[0.2, 0.4])
+    assert main(["farm", str(plan)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    landed = sorted(out.glob("*/ratio-*"))
+    assert 1 <= len(landed) < 6
+    for folder in landed:  # whatever exists is whole: renamed into place only when complete
+        assert (folder / "config.json").is_file() and (folder / "prunenet.json").is_file()
+    assert [p for p in out.rglob("*") if ".partial-" in p.name] == []
+    monkeypatch.undo()
+    report = prunenet.farm(plan, progress=False)
+    assert report["counts"].get("failed") is None and sum(report["counts"].values()) == 6
+    assert report["counts"]["skipped"] >= 1
+
+
+BAD_PLANS = {
+    "unknown option": ('[options]\nrepiar = "none"', ValueError, "repiar"),
+    "option set by the farm": ('[options]\nout = "x"', ValueError, "'out'"),
+    "option of the wrong type": ("[options]\nseed = 1.5", TypeError, "seed"),
+    "unknown plan key": ("ratio = 0.3", ValueError, "'ratio'"),
+    "ratio out of range": ("ratios = [0.2, 1.2]", ValueError, "1.2"),
+    "repeated ratio": ("ratios = [0.2, 0.2]", ValueError, "repeat"),
+    "missing model folder": ('models = ["./nowhere"]', ValueError, "nowhere"),
+    "two models of one name": ("models = [\"{m}\", \"{m}\"]", ValueError, "two models"),
+    "unknown eval option": ("[eval]\ntoken = 64", ValueError, "token"),
+    "bad retries": ("retries = -1", ValueError, "retries"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLANS))
+def test_bad_plan_refused_before_any_work(case, models, tmp_path, capsys):
+    entry, error, named = BAD_PLANS[case]
+    entry = entry.replace("{m}", str(models[0]))
+    keys = {line.split("=")[0].strip() for line in entry.splitlines() if "=" in line}
+    base = {"out": json.dumps(str(tmp_path / "runs")), "models": json.dumps([str(models[0])]), "ratios": "[0.2]"}
+    lines = [f"{k} = {v}" for k, v in base.items() if k not in keys] + [entry]
+    plan = tmp_path / "plan.toml"
+    plan.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(error, match=named.replace(".", r"\.")):
+        prunenet.farm(plan, progress=False)
+    assert main(["farm", str(plan), "--json", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prunenet: error: plan") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]  # no output root, no summary
+
+
+def test_dry_run_runs_nothing(models, tmp_path, capsys):
+    plan = write_plan(tmp_path / "plan.toml", tmp_path / "runs", models[:2], ratios=[0.2, 0.4])
+    assert main(["farm", str(plan), "--dry-run", "--json", str(tmp_path / "s.json")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("to run (new)") == 4 and "dry run: 4 jobs: 4 to run" in printed
+    assert not (tmp_path / "runs").exists()
+    assert json.loads((tmp_path / "s.json").read_text())["dry_run"] is True
+
+
+def test_cli_refuses_local_sizes_with_an_address(models, tmp_path, capsys):
+    plan = write_plan(tmp_path / "plan.toml", tmp_path / "runs", models[:1])
+    assert main(["farm", str(plan), "--address", "auto", "--cpus", "2"]) == 2
+    assert "--cpus" in capsys.readouterr().err
