@@ -12,8 +12,10 @@ safetensors, without building a model; $PRUNENET_RSS_BENCH_SHARDS sets the numbe
 case runs the CLI in a child process started by the light launcher `rss_child.py`, which reads that
 child's own peak RSS from `os.wait4` (see there why it is not started from pytest directly); the
 report's `peak_rss_mb` (the child's own getrusage) is recorded beside it. Cases: the random selector
-(read, select, write) and the default prunenet selector with a 2-episode fit (read, fit, select,
-write). Figures go to `benchmark.extra_info` and are printed.
+(read, select, write), the paper's selector with a 2-episode fit (read, fit, select, write), and the
+default activation selector with repair on probe text from a file (the layer-streaming statistics pass,
+ranking, least-squares repair, write; self-written probes would load the whole model to generate, which
+is outside this bound). Figures go to `benchmark.extra_info` and are printed.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 from prunenet.checkpoint import Checkpoint
+from tiny_models import tiny_tokenizer
 
 GIB = 1024**3
 MIB = 1024**2
@@ -102,6 +105,7 @@ def synthetic_llama(folder: Path, size_bytes: float) -> int:
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rss") / "synthetic-llama"
     total = synthetic_llama(folder, SIZE_GIB * GIB)
+    tiny_tokenizer().save_pretrained(folder)  # probes from a text file need a tokenizer
     on_disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     return folder, total, on_disk
 
@@ -116,9 +120,11 @@ def run_child(argv: list[str], log: Path) -> dict:
     return json.loads(launched.stdout)
 
 
+PROBE_FILE = "{probes}"  # replaced by the probe text file the fixture writes
 CASES = {
-    "random": ["--selector", "random"],
-    "prunenet-fit-2-episodes": ["--episodes", "2"],
+    "random": ["--selector", "random", "--repair", "none"],
+    "prunenet-fit-2-episodes": ["--selector", "prunenet", "--repair", "none", "--episodes", "2"],
+    "activation-lsq-statistics": ["--probes", PROBE_FILE, "--probe-tokens", "1024", "--probe-length", "128"],
 }
 
 
@@ -126,6 +132,9 @@ CASES = {
 def test_peak_rss_compress(benchmark, checkpoint, tmp_path, capsys, options):
     folder, total, on_disk = checkpoint
     out, report_path = tmp_path / "out", tmp_path / "r.json"
+    probes = folder.parent / "probes.txt"
+    probes.write_text(" ".join(f"w{3 + i % 90}" for i in range(2000)))
+    options = [str(probes) if option == PROBE_FILE else option for option in options]
     argv = ["compress", str(folder), "--ratio", str(RATIO), *options, "--device", "cpu", "--out", str(out),
             "--json", str(report_path), "--quiet"]
     runs = []

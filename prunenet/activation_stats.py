@@ -66,17 +66,23 @@ def statistics_pass(
         stats = LayerStats(torch.zeros(n, n, dtype=torch.float32, device=stream.device),
                            torch.zeros(n, dtype=torch.float32, device=stream.device), 0)
 
+        seen: list[torch.Tensor] = []
+
         def accumulate(module, args):
-            activations = args[0].reshape(-1, n)
-            K.act_gram(activations, None, "identity", stats.gram)
-            stats.sums += activations.float().sum(0)
-            stats.count += activations.shape[0]
+            seen.append(args[0].reshape(-1, n))
 
         handle = output.register_forward_pre_hook(accumulate)
         try:
             forward()
         finally:
             handle.remove()
+        # One accumulation per layer over all micro-batches: each call ends with a mirror of the n x n result.
+        activations = torch.cat(seen)
+        del seen[:]
+        K.act_gram(activations, None, "identity", stats.gram)
+        stats.sums += activations.float().sum(0)
+        stats.count += activations.shape[0]
+        del activations
         change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output)))
         if sequential and change is not None:
             weight, bias = change

@@ -16,6 +16,7 @@ import prunenet_kernels as K
 
 from .activation_selection import activation_priority, obs_priority
 from .activation_stats import LayerStats, OutputMatrix, statistics_pass
+from .checkpoint import DTYPES
 from .defaults import RANKERS
 from .layer_stream import LayerStream
 from .repair import refit_output
@@ -85,9 +86,10 @@ def select_on_probes(
                     weight, bias = refit_output(output.weight.cpu(), stats.gram.cpu(), kept, _cpu(output.bias),
                                                 stats.sums.cpu(), stats.count)
                     weight_name, bias_name = names[index]
-                    result.replacements[r][weight_name] = weight
+                    # Held until written: in the stored dtype, not float32 (a bf16 model's halve).
+                    result.replacements[r][weight_name] = weight.to(_stored_dtype(stream.checkpoint, weight_name))
                     if bias_name is not None:
-                        result.replacements[r][bias_name] = bias
+                        result.replacements[r][bias_name] = bias.to(_stored_dtype(stream.checkpoint, bias_name))
                 full = torch.zeros_like(output.weight)
                 full[:, kept.to(full.device)] = weight.to(full)
                 change = (full, None if bias is None else bias.to(full))
@@ -103,6 +105,10 @@ def _priority(selector: str, stats: LayerStats, output: OutputMatrix, smallest_w
     if selector == "activation":
         return activation_priority(stats.gram, output.weight)
     return obs_priority(stats.gram.cpu(), output.weight.cpu(), smallest_width)
+
+
+def _stored_dtype(checkpoint, name: str) -> torch.dtype:
+    return DTYPES[checkpoint.headers[checkpoint.weight_map[name]][name][0]]
 
 
 def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:
