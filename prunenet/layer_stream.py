@@ -19,6 +19,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .families import Family
+from .memory import limit_heap_fragmentation
 
 
 class _Stop(Exception):
@@ -63,6 +64,7 @@ class LayerStream:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         self.checkpoint, self.family, self.device, self.dtype = checkpoint, family, device, dtype
+        limit_heap_fragmentation()  # layer after layer of large temporaries: see memory.py
         config = AutoConfig.from_pretrained(checkpoint.path)
         with init_empty_weights():  # parameters on the meta device; buffers (rotary tables) real
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -252,16 +252,15 @@ def compress(
     stored = load_scores(scores, selector) if scores is not None else None
     if isinstance(stored, Policy):
         policy, stored = stored, None
-    if stored is not None and statistics == "sequential" and selector in RANKERS:
-        raise ValueError("a scores file ranks rows on one-shot statistics; sequential statistics rank per ratio "
-                         "(drop --scores or use --statistics oneshot)")
+    # Sequential statistics rank per ratio, so a stored (one-shot) ranking serves only its probes then.
+    rerank = stored is not None and statistics == "sequential" and selector in RANKERS
     # Ratio 0 keeps every row: it needs no selection, so no fit when it is the only ratio.
     slicing = any(all_ratios)
     needs_fit = selector == "prunenet" and policy is None and (fit_ratio is not None or slicing)
     if needs_fit:
         options = _fit_options(episodes=episodes, lr=lr, gamma=gamma, seed=seed, reg_weight=reg_weight, engine=engine)
         fit_ratio = check_ratio(next(r for r in all_ratios if r) if fit_ratio is None else fit_ratio)
-    needs_probes = slicing and (repair == "lsq" or (selector in RANKERS and (stored is None or statistics == "sequential")))
+    needs_probes = slicing and (repair == "lsq" or (selector in RANKERS and (stored is None or rerank)))
     probe_options = None
     if needs_probes and not (stored is not None and stored.probes is not None):
         probe_options = ProbeOptions(str(probes), probe_tokens, probe_length, seed).validate()
@@ -307,7 +306,7 @@ def compress(
                 get_probes(checkpoint, probe_options, cache_root(), dev, progress)
             probe_info = probe_set.info
     with timer.phase("select"):
-        if stored is not None:
+        if stored is not None and not rerank:
             given = {r: K.topk_rows(stored.priority, k) for r, k in sliced.items()}
         elif selector in RANKERS:
             given = None

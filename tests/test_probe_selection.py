@@ -188,6 +188,10 @@ def test_scores_file_slices_like_a_direct_compress(tmp_path):
     kept = [json.loads((tmp_path / f / "prunenet.json").read_text())["kept_rows"] for f in ("direct", "stored")]
     assert kept[0] == kept[1]
     assert stored["probes"]["from_scores"] == str(scores)  # the repair reused the stored probes
+    # Sequential statistics rank per ratio: the stored ranking is not used, its probes are.
+    again = prunenet.compress(src, tmp_path / "seq", ratio=0.3, statistics="sequential", scores=scores,
+                              progress=False)
+    assert again["probes"]["from_scores"] == str(scores) and again["outputs"][0]["ffn_width_after"] == 28
     with pytest.raises(ValueError, match="selector 'activation', not 'obs'"):
         prunenet.compress(src, tmp_path / "x", ratio=0.3, selector="obs", scores=scores, progress=False)
     with pytest.raises(TypeError, match="bogus"):
