@@ -106,6 +106,18 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
+def _start(model, out, overwrite: bool, json_path, device, progress: bool):
+    """What `fit` and `score` do first: check the outputs, pick the device, open the model (timed)."""
+    if out is not None:
+        check_output(out, overwrite)
+    json_path = check_json_path(json_path)
+    dev = resolve_device(device)
+    timer = PhaseTimer(dev)
+    with timer.phase("resolve"):
+        checkpoint, family = open_model(model, progress)
+    return json_path, dev, timer, checkpoint, family
+
+
 def _fit_options(**kwargs) -> FitOptions:
     return FitOptions(**kwargs).validate()
 
@@ -129,13 +141,7 @@ def fit(
     """Train a policy on `model`'s FFNs at `ratio`; save it to `out` (a .safetensors file) if given."""
     check_ratio(ratio)
     options = _fit_options(episodes=episodes, lr=lr, gamma=gamma, seed=seed, reg_weight=reg_weight, engine=engine)
-    if out is not None:
-        check_output(out, overwrite)
-    json_path = check_json_path(json_path)
-    dev = resolve_device(device)
-    timer = PhaseTimer(dev)
-    with timer.phase("resolve"):
-        checkpoint, family = open_model(model, progress)
+    json_path, dev, timer, checkpoint, family = _start(model, out, overwrite, json_path, device, progress)
     with timer.phase("load"):
         plan = SlicePlan(checkpoint, family)
         weights = load_scored(checkpoint, plan, dev)
@@ -403,12 +409,7 @@ def score(
         return {**result.report, "command": "score", "selector": selector, "scores": str(out)}
     probe_options = ProbeOptions(str(probes), probe_tokens, probe_length, seed).validate() \
         if selector in RANKERS else None
-    check_output(out, overwrite)
-    json_path = check_json_path(json_path)
-    dev = resolve_device(device)
-    timer = PhaseTimer(dev)
-    with timer.phase("resolve"):
-        checkpoint, family = open_model(model, progress)
+    json_path, dev, timer, checkpoint, family = _start(model, out, overwrite, json_path, device, progress)
     plan = SlicePlan(checkpoint, family)
     probe_set = None
     with timer.phase("score"):
