@@ -90,9 +90,10 @@ def select_on_probes(
                     result.replacements[r][weight_name] = weight.to(_stored_dtype(stream.checkpoint, weight_name))
                     if bias_name is not None:
                         result.replacements[r][bias_name] = bias.to(_stored_dtype(stream.checkpoint, bias_name))
-                full = torch.zeros_like(output.weight)
-                full[:, kept.to(full.device)] = weight.to(full)
-                change = (full, None if bias is None else bias.to(full))
+                if statistics == "sequential":  # the layer the next ones see: dropped columns zero
+                    full = torch.zeros_like(output.weight)
+                    full[:, kept.to(full.device)] = weight.to(full)
+                    change = (full, None if bias is None else bias.to(full))
             return change
 
         statistics_pass(stream, batches, decide, sequential=statistics == "sequential", progress=progress)
