@@ -3,7 +3,8 @@
 The defaults come from the measured quality table (bench/quality_table.py; README, "Quality").
 """
 RANKERS = ("activation", "obs")  # rank rows from activation statistics on probe text
-WEIGHT_SELECTORS = ("prunenet", "random", "magnitude")  # the paper's policy and two baselines: weights only
+BASELINES = ("random", "magnitude")
+WEIGHT_SELECTORS = ("prunenet", *BASELINES)  # the paper's policy and two baselines: weights only
 SELECTORS = (*RANKERS, *WEIGHT_SELECTORS)
 REPAIRS = ("lsq", "none")
 STATISTICS = ("oneshot", "sequential")

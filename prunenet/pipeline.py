@@ -97,10 +97,6 @@ def describe(checkpoint: Checkpoint, family: Family, plan: SlicePlan | None = No
     }
 
 
-def num_layers(plan: SlicePlan) -> int:
-    return len({layer for layer, _ in plan.roles.values()})
-
-
 def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
@@ -331,7 +327,7 @@ def compress(
     results = []
     for r, path in zip(all_ratios, outputs):
         k = widths[r]
-        kept = chosen.kept[r] if k < plan.n else torch.arange(plan.n).expand(num_layers(plan), plan.n)
+        kept = chosen.kept[r] if k < plan.n else torch.arange(plan.n).expand(plan.num_layers, plan.n)
         provenance = {
             "ratio": r, "ffn_width_before": plan.n, "ffn_width_after": k, "selector": selector,
             "selection": selection if selector == "prunenet" else None, "seed": seed, "align": align, "dtype": dtype,

@@ -79,7 +79,10 @@ class Probes:
 
 
 def fingerprint(checkpoint: Checkpoint) -> str:
-    """A content key of a checkpoint that reads no weights: config, shard headers and sizes."""
+    """A content key of a checkpoint that reads no weights: config, shard headers and sizes.
+
+    Unlike the farm's job key (`farm.plan.fingerprint`, which adds modification times so that a touched
+    model is redone), it ignores mtimes: a copied checkpoint shares its probe cache."""
     digest = hashlib.sha256((checkpoint.path / CONFIG).read_bytes())
     for shard in checkpoint.shards:
         path = checkpoint.path / shard
@@ -166,9 +169,10 @@ def generate(checkpoint: Checkpoint, tokenizer, options: ProbeOptions, device: t
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     generator = torch.Generator().manual_seed(options.seed)
-    special = set(tokenizer.all_special_ids)
-    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
     bos = tokenizer.bos_token_id
+    if bos is None:
+        special = set(tokenizer.all_special_ids)
+        ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
 
     def sample(count: int) -> torch.Tensor:
         rows = []

@@ -12,11 +12,10 @@ import torch
 
 import prunenet_kernels as K
 
-from .defaults import WEIGHT_SELECTORS
+from .defaults import BASELINES, WEIGHT_SELECTORS
 from .policy import Policy
 
 SELECTORS = WEIGHT_SELECTORS
-BASELINES = SELECTORS[1:]
 MODES = ("sample", "topk")
 _TINY = 1e-7
 

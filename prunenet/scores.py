@@ -31,10 +31,9 @@ class StoredScores:
     metadata: dict
 
     def check(self, plan: SlicePlan) -> None:
-        layers = len({layer for layer, _ in plan.roles.values()})
-        if tuple(self.priority.shape) != (layers, plan.n):
+        if tuple(self.priority.shape) != (plan.num_layers, plan.n):
             raise ValueError(f"scores {self.metadata.get('path')!r} rank {tuple(self.priority.shape)} rows, but the "
-                             f"model has {layers} layers of FFN width {plan.n}")
+                             f"model has {plan.num_layers} layers of FFN width {plan.n}")
 
     def save(self, path: Path) -> None:
         tensors = {"priority": self.priority.float().contiguous()}

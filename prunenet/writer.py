@@ -55,6 +55,10 @@ class SlicePlan:
                 )
             self.roles[name] = (layer, role)
 
+    @property
+    def num_layers(self) -> int:
+        return len({layer for layer, _ in self.roles.values()})
+
     def new_shape(self, name: str, shape: tuple[int, ...], k: int) -> tuple[int, ...]:
         if name not in self.roles:
             return shape
