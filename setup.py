@@ -1,18 +1,20 @@
-"""prunenet: calibration-free FFN compression by policy learning (PruneNet, ICLR 2025)."""
+"""prunenet: structured FFN compression of LLMs with no user data (activation rows on self-written probes)."""
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="prunenet",
     version="0.1.0",
-    description="Calibration-free structured pruning of LLM FFNs (PruneNet), fast on CPU and GPU",
+    description="Structured FFN pruning of LLMs with no user data: rows ranked on text the model writes itself, "
+                "output matrices refitted; the PruneNet (ICLR 2025) policy one flag away",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # `kernels/` installs as `prunenet_kernels`: a top-level `kernels` would shadow the Hugging Face
     # package of that name, which transformers probes for.
-    packages=["prunenet", "prunenet.eval", "prunenet.farm", "prunenet_kernels"],
+    packages=[*find_packages(include=["prunenet", "prunenet.*"]),
+              *("prunenet_kernels" + p.removeprefix("kernels") for p in find_packages(include=["kernels", "kernels.*"]))],
     package_dir={"prunenet_kernels": "kernels"},
     install_requires=[
         "torch>=2.4,<3",

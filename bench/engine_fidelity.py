@@ -17,11 +17,13 @@ import time
 import torch
 from scipy import stats
 
-from prunenet.pipeline import load_scored, open_model
-from prunenet.policy import Policy
-from prunenet.rewards import make_reward
-from prunenet.row_selection import kept_width, logistic_noise, sample_rows
-from prunenet.writer import SlicePlan
+from prunenet.model import open_model
+from prunenet.model.ffn_map import load_scored
+from prunenet.selectors.policy.network import Policy
+from prunenet.selectors.policy.rewards import make_reward
+from prunenet.ratios import kept_width
+from prunenet.selectors.sampling import logistic_noise, sample_rows
+from prunenet.model.ffn_map import SlicePlan
 
 
 def sample_actions(weights: torch.Tensor, k: int, count: int) -> list[torch.Tensor]:

@@ -1,6 +1,6 @@
 """A straightforward, paper-faithful PruneNet: the baseline that bench/ measures prunenet against.
 
-Written the way the paper describes the method, without DESIGN section 3's speed-ups: the policy
+Written the way the paper describes the method, without prunenet's speed-ups (docs/method.md): the policy
 forms the (n x n) product W A^T for every layer, every episode takes a full SVD of every sliced
 matrix (and the original spectra are recomputed with it), the KS statistic is computed on the host
 with scipy, rows are sampled with `torch.multinomial`, and the model is deep-copied every episode.

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import prunenet
-from prunenet.embedded import DEFAULT_MODEL, resolve_model
+from prunenet.model.embedded import DEFAULT_MODEL, resolve_model
 from prunenet.eval import evaluate
 from prunenet.eval.table import fmt, markdown
 from prunenet.eval.throughput import machine

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import prunenet
-from prunenet.embedded import DEFAULT_MODEL
+from prunenet.model.embedded import DEFAULT_MODEL
 from prunenet.eval import evaluate
 from prunenet.eval.table import fmt, markdown
 from prunenet.eval.throughput import machine

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 import prunenet_kernels as K
-from prunenet.fit import FitOptions, train_policy
-from prunenet.row_selection import kept_width, select_rows
+from prunenet.config import FitConfig
+from prunenet.selectors.policy.fit import train_policy
+from prunenet.ratios import kept_width
+from prunenet.selectors import select_rows
 
 import paper_reference
 
@@ -44,7 +46,7 @@ def ffn() -> dict[str, torch.Tensor]:
 def prunenet_fit_and_compress(ffn: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What `prunenet compress` does, in memory: fit, select, one slicing launch for all layers."""
     gate = ffn["gate"] if DEVICE.type == "cuda" else ffn["gate"].float()
-    policy = train_policy(gate, RATIO, FitOptions(episodes=EPISODES)).to(DEVICE)
+    policy = train_policy(gate, RATIO, FitConfig(episodes=EPISODES)).to(DEVICE)
     kept = select_rows(gate, kept_width(gate.shape[1], RATIO), policy=policy)
     gate_k, up_k, down_k = K.slice_ffn(ffn["gate"], ffn["up"], ffn["down"], kept)
     return {"gate": gate_k, "up": up_k, "down": down_k, "kept": kept}

@@ -4,7 +4,9 @@
     pytest bench/test_bench_kernels.py --import-mode=importlib --benchmark-disable  # check only
 
 On CUDA: LLaMA-2-7B-shaped FFNs (32 layers, n=11008, h=4096, bfloat16, ratio 0.3), Triton vs twin;
-act_gram: one layer's statistics pass over 16384 probe tokens (64 x 256), silu gated.
+act_gram: one layer's Gram over 16384 probe tokens (64 x 256) through the fused silu-gated variant (the
+statistics pass runs the identity path: the same accumulation, with A read as it is instead of computed
+from gate and up).
 Elsewhere: a scaled-down shape (4 layers, 688 x 256, float32; act_gram over 512 tokens) and the twin
 alone; the Triton cases skip (the interpreter measures Python, not the kernel). Every case checks its
 result before it is timed: the twin against an independent reference, the Triton kernel against the
@@ -20,8 +22,13 @@ from typing import Callable
 import pytest
 import torch
 
-from prunenet_kernels import gram, ks, rsvd, scoring, selection, slicing
-from prunenet_kernels.act_gram import TORCH_ACTIVATIONS, act_gram_torch, act_gram_triton
+from prunenet_kernels.ops.act_gram import TORCH_ACTIVATIONS, act_gram_torch, act_gram_triton
+from prunenet_kernels.ops.fused_scores import fused_scores_torch, fused_scores_triton
+from prunenet_kernels.ops.kept_gram import kept_gram_torch, kept_gram_triton, use_downdate
+from prunenet_kernels.ops.ks_statistic import ks_statistic_torch, ks_statistic_triton
+from prunenet_kernels.ops.slice_ffn import slice_ffn_torch, slice_ffn_triton
+from prunenet_kernels.ops.topk_rows import topk_rows_torch, topk_rows_triton
+from prunenet_kernels.ops.topq_singular_values import topq_singular_values_torch, topq_singular_values_triton
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -91,7 +98,7 @@ def _fused_scores_case(backward: bool) -> Case:
         logp = torch.nn.functional.logsigmoid(logits + z.double()).float()
         torch.testing.assert_close(result[2], logp, rtol=1e-4, atol=1e-5)
 
-    return Case((weights, direction, offset, noise), run(scoring.fused_scores_torch), run(scoring.fused_scores_triton),
+    return Case((weights, direction, offset, noise), run(fused_scores_torch), run(fused_scores_triton),
                 check, "GB/s", _bytes(weights) * (2 if backward else 1))
 
 
@@ -103,14 +110,14 @@ def _topk_case() -> Case:
         assert torch.equal(result, expected)
 
     moved = _bytes(keys) + L * K * 8
-    return Case((keys, K), selection.topk_rows_torch, selection.topk_rows_triton, check, "GB/s", moved)
+    return Case((keys, K), topk_rows_torch, topk_rows_triton, check, "GB/s", moved)
 
 
 def _gram_case(downdate: bool) -> Case:
     weights = _randn(L, N, H, dtype=DTYPE, seed=7)
     kept = _kept()
-    full = gram.kept_gram_torch(weights, torch.arange(N, device=DEVICE).expand(L, N).contiguous()) if downdate else None
-    assert gram.use_downdate(N, K, H, full) == downdate
+    full = kept_gram_torch(weights, torch.arange(N, device=DEVICE).expand(L, N).contiguous()) if downdate else None
+    assert use_downdate(N, K, H, full) == downdate
     rows = N - K if downdate else K
 
     def check(result, args):
@@ -118,7 +125,7 @@ def _gram_case(downdate: bool) -> Case:
         torch.testing.assert_close(result[0].double(), w0.T @ w0, rtol=1e-4, atol=1e-4 * K)
 
     flops = 2.0 * L * rows * H * H  # the product the twin computes; the Triton kernel does half (symmetry)
-    return Case((weights, kept, full), gram.kept_gram_torch, gram.kept_gram_triton, check, "TFLOP/s", flops)
+    return Case((weights, kept, full), kept_gram_torch, kept_gram_triton, check, "TFLOP/s", flops)
 
 
 def _rsvd_case() -> Case:
@@ -135,8 +142,8 @@ def _rsvd_case() -> Case:
 
     # Gathered products only: (power_iters + 1) pairs W_s X, W_s^T Y and one last W_s X.
     flops = 2.0 * L * K * H * P * (2 * (power_iters + 1) + 1)
-    return Case((weights, kept, omega, Q, power_iters), rsvd.topq_singular_values_torch,
-                rsvd.topq_singular_values_triton, check, "TFLOP/s", flops, rtol=1e-2)
+    return Case((weights, kept, omega, Q, power_iters), topq_singular_values_torch,
+                topq_singular_values_triton, check, "TFLOP/s", flops, rtol=1e-2)
 
 
 def _ks_case() -> Case:
@@ -151,7 +158,7 @@ def _ks_case() -> Case:
         gap = (cdf_x - cdf_y).abs()
         torch.testing.assert_close(result[0].double(), gap.max(), rtol=1e-6, atol=1e-6)
 
-    return Case((a, b), ks.ks_statistic_torch, ks.ks_statistic_triton, check, "GB/s", _bytes(a, b), rtol=0)
+    return Case((a, b), ks_statistic_torch, ks_statistic_triton, check, "GB/s", _bytes(a, b), rtol=0)
 
 
 def _slice_case() -> Case:
@@ -164,7 +171,7 @@ def _slice_case() -> Case:
         assert torch.equal(result[2][-1], args[2][-1][:, args[3][-1]])
 
     moved = 2 * 3 * L * K * H * gate.element_size()  # read the kept rows/columns, write them
-    return Case((gate, up, down, kept), slicing.slice_ffn_torch, slicing.slice_ffn_triton, check, "GB/s", moved, rtol=0)
+    return Case((gate, up, down, kept), slice_ffn_torch, slice_ffn_triton, check, "GB/s", moved, rtol=0)
 
 
 def _act_gram_case() -> Case:

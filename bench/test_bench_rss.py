@@ -1,4 +1,4 @@
-"""Peak RSS of `prunenet compress` on a synthetic sharded LLaMA checkpoint (DESIGN section 4).
+"""Peak RSS of `prunenet compress` on a synthetic sharded LLaMA checkpoint.
 
 Goal: peak resident memory below half the checkpoint's size plus 1 GiB, i.e. the weights are streamed
 tensor by tensor and shard by shard, never loaded whole.
@@ -29,7 +29,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from prunenet.checkpoint import Checkpoint
+from prunenet.model.checkpoint import Checkpoint
 from tiny_models import tiny_tokenizer
 
 GIB = 1024**3

@@ -1,25 +1,35 @@
-"""prunenet's compute ops. Each op has a Triton kernel and a PyTorch twin with the same signature.
+"""prunenet's compute ops, one file per op in `ops/`, each a Triton kernel with a PyTorch twin.
 
-The names exported here dispatch: Triton on CUDA tensors, the twin otherwise, and the environment
-variable PRUNENET_KERNELS=torch|triton forces either. Installed as `prunenet_kernels` (never as
-`kernels`, the name of a Hugging Face package that transformers probes for).
+Every op file `ops/<op>.py` defines its `@triton.jit` kernel(s), the launcher `<op>_triton` and the
+twin `<op>_torch` of the same signature. The names exported here are `Op` objects of the table `OPS`:
+calling one runs the launcher when every tensor argument is a CUDA tensor and the twin otherwise;
+the environment variable PRUNENET_KERNELS=torch|triton forces either. Installed as
+`prunenet_kernels` (never as `kernels`, the name of a Hugging Face package that transformers probes for).
 
-`prunenet_kernels.act_gram` is the dispatching function; its module is reached with
-`from prunenet_kernels.act_gram import ...`.
+`act_gram` accumulates gram += A^T A (float32, upper triangle computed and mirrored, so bit-symmetric).
+The statistics pass calls its identity path, `act_gram(A, None, "identity", gram)`, on the model's own
+down_proj input: the forward computes A = act(gate x) * up x anyway, so fusing the activation there
+would save no work. The fused activation variants (`ACTIVATIONS`, `activation_for`) are for callers
+that hold the pre-activations.
 """
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from . import act_gram as _act_gram
-from . import gram, ks, rsvd, scoring, selection, slicing
-from ._dispatch import backend, use_triton
-from .act_gram import ACTIVATIONS, HF_ACTIVATIONS, activation_for
-from .gram import dropped_rows, use_downdate
+from ._dispatch import Op, backend, use_triton
+from .ops.act_gram import ACTIVATIONS, HF_ACTIVATIONS, act_gram_torch, act_gram_triton, activation_for
+from .ops.fused_scores import fused_scores_torch, fused_scores_triton
+from .ops.kept_gram import dropped_rows, kept_gram_torch, kept_gram_triton, use_downdate
+from .ops.ks_statistic import ks_statistic_torch, ks_statistic_triton
+from .ops.slice_ffn import slice_ffn_torch, slice_ffn_triton
+from .ops.topk_rows import topk_rows_torch, topk_rows_triton
+from .ops.topq_singular_values import topq_singular_values_torch, topq_singular_values_triton
 
 __all__ = [
     "ACTIVATIONS",
     "HF_ACTIVATIONS",
+    "OPS",
+    "Op",
     "act_gram",
     "activation_for",
     "backend",
@@ -34,51 +44,21 @@ __all__ = [
     "use_triton",
 ]
 
+# (alpha, keep_prob, log_keep_prob) of every row of every layer: fused GEMV + sigmoid + noise, Triton backward.
+fused_scores = Op(fused_scores_triton, fused_scores_torch)
+# Sorted indices (L, k) of the k largest keys of each layer (Gumbel top-k sampling when the keys carry noise).
+topk_rows = Op(topk_rows_triton, topk_rows_torch)
+# Gram matrix of the kept rows of each layer, float32, gather-fused; a downdate of the full Gram when cheaper.
+kept_gram = Op(kept_gram_triton, kept_gram_torch)
+# Top q singular values of the kept rows of each layer, by batched randomized SVD.
+topq_singular_values = Op(topq_singular_values_triton, topq_singular_values_torch)
+# Two-sample Kolmogorov-Smirnov statistic per layer between sorted samples.
+ks_statistic = Op(ks_statistic_triton, ks_statistic_torch)
+# Kept rows of gate/up and kept columns of down, all layers in one launch.
+slice_ffn = Op(slice_ffn_triton, slice_ffn_torch)
+# gram += A^T A in place (float32, bit-symmetric); A = act(pre) * up, act(pre), or pre itself ("identity").
+act_gram = Op(act_gram_triton, act_gram_torch)
 
-def fused_scores(weights, direction, offset, noise=None):
-    """(alpha, keep_prob, log_keep_prob) of every row of every layer; see `scoring`."""
-    if use_triton(weights):
-        return scoring.fused_scores_triton(weights, direction, offset, noise)
-    return scoring.fused_scores_torch(weights, direction, offset, noise)
-
-
-def topk_rows(keys: torch.Tensor, k: int) -> torch.Tensor:
-    """Sorted indices (L, k) of the k largest keys of each layer; see `selection`."""
-    if use_triton(keys):
-        return selection.topk_rows_triton(keys, k)
-    return selection.topk_rows_torch(keys, k)
-
-
-def kept_gram(weights, kept, full_gram=None):
-    """Gram matrix of the kept rows of each layer, float32; see `gram`."""
-    if use_triton(weights):
-        return gram.kept_gram_triton(weights, kept, full_gram)
-    return gram.kept_gram_torch(weights, kept, full_gram)
-
-
-def topq_singular_values(weights, kept, omega, q, power_iters=2):
-    """Top q singular values of the kept rows of each layer by randomized SVD; see `rsvd`."""
-    if use_triton(weights):
-        return rsvd.topq_singular_values_triton(weights, kept, omega, q, power_iters)
-    return rsvd.topq_singular_values_torch(weights, kept, omega, q, power_iters)
-
-
-def ks_statistic(a, b):
-    """Two-sample KS statistic per layer between sorted samples; see `ks`."""
-    if use_triton(a):
-        return ks.ks_statistic_triton(a, b)
-    return ks.ks_statistic_torch(a, b)
-
-
-def slice_ffn(gate, up, down, kept):
-    """Kept rows of gate/up and kept columns of down, all layers in one launch; see `slicing`."""
-    if use_triton(gate, up, down):
-        return slicing.slice_ffn_triton(gate, up, down, kept)
-    return slicing.slice_ffn_torch(gate, up, down, kept)
-
-
-def act_gram(pre, up, activation, gram):
-    """gram += A^T A in place (float32, bit-symmetric), A = act(pre) * up or act(pre); see `act_gram`."""
-    if use_triton(pre, up, gram):
-        return _act_gram.act_gram_triton(pre, up, activation, gram)
-    return _act_gram.act_gram_torch(pre, up, activation, gram)
+OPS: dict[str, Op[..., Any]] = {
+    op.name: op for op in (fused_scores, topk_rows, kept_gram, topq_singular_values, ks_statistic, slice_ffn, act_gram)
+}

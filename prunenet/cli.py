@@ -1,4 +1,5 @@
-"""The `prunenet` command line: fit, compress, info, eval and plot. Mirrors the Python API in `pipeline`.
+"""The `prunenet` command line: compress, score, fit, info, eval, plot and farm. Mirrors the Python API in `api`;
+every option's flag, type, choices and help come from the configs in `config.py`.
 
 Errors in what the user asked for (bad ratio, missing shard, wrong policy shape, existing output...)
 print one line and exit with status 2; nothing is written.
@@ -11,126 +12,116 @@ import io
 import json
 import logging
 import sys
+import types
+import typing
 
-from . import defaults as D
-from .checkpoint import OUTPUT_DTYPES, OutputExists
-from .embedded import CACHE_ENV, DEFAULT_MODEL, EMBEDDED
+from .atomic import OutputExists
+from .config import CompressConfig, FitConfig, OptionSpec
 from .eval.cli import EVAL_COMMANDS, add_eval_parser, run_eval
 from .farm.cli import FARM_COMMANDS, add_farm_parser, run_farm
+from .model.embedded import CACHE_ENV, DEFAULT_MODEL, EMBEDDED
 
 EPILOG = f"""\
 MODEL is a local Hugging Face folder (safetensors weights) or the alias of an embedded model
 ({', '.join(sorted(EMBEDDED))}); its first use dequantises it once (30-45 s on 2 CPU cores) into the cache
 folder ${CACHE_ENV}, else $XDG_CACHE_HOME/prunenet, else ~/.cache/prunenet.
 """
+DESCRIPTION = ("Structured compression of LLM FFNs with no user data: rows ranked by their activations on text "
+               "the model writes itself, output matrices refitted by least squares; the paper's method "
+               "(PruneNet, ICLR 2025) with --selector prunenet --repair none.")
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+# Options every command shares, shown in the last group.
+_COMMON = ("seed", "device")
 
 
 def _ratio_help(what: str) -> str:
     return f"{what}: fraction of FFN rows removed, in [0, 1); each layer keeps int((1 - ratio) * n) rows"
 
 
-def _add_fit_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("policy training (DESIGN section 1)")
-    group.add_argument("--episodes", type=int, default=20, help="REINFORCE episodes (default 20)")
-    group.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    group.add_argument("--gamma", type=float, default=0.99, help="per-layer reward discount (default 0.99)")
-    group.add_argument("--reg-weight", type=float, default=0.0,
-                       help="weight of the reference's KLD regulariser on row scores (default 0: off)")
-    group.add_argument("--engine", choices=("exact", "topq"), default="exact",
-                       help="reward engine: exact full-spectrum KS (default), or topq: KS of the top 256 "
-                            "singular values by randomized SVD, a different statistic meant for GPUs and wide "
-                            "models; slower than exact on CPU (README, Reward engines)")
+def _registry(keyword: str) -> dict | None:
+    """The registered methods an option chooses among (selector, repair, statistics), if it is such an option."""
+    from .calibration.driver import MODES
+    from .repairs import REPAIRS
+    from .selectors import SELECTORS
+
+    return {"selector": SELECTORS, "repair": REPAIRS, "statistics": MODES}.get(keyword)
 
 
-def _add_selection_options(parser: argparse.ArgumentParser, slicing: bool) -> None:
-    group = parser.add_argument_group("row selection (README, Quality)")
-    group.add_argument("--selector", choices=D.SELECTORS, default=D.DEFAULT_SELECTOR,
-                       help=f"activation: rows ranked by ||a_i|| ||down[:, i]|| on probe text; obs: greedy "
-                            f"structured OBS on the probes' activations; prunenet: the paper's policy (weights "
-                            f"only); random / magnitude: baselines (default {D.DEFAULT_SELECTOR})")
-    group.add_argument("--probes", default="self",
-                       help="probe text: self (default: the model writes its own, no data needed) or a "
-                            "UTF-8 text file / JSONL file with a \"text\" field per line")
-    group.add_argument("--probe-tokens", type=int, default=D.DEFAULT_PROBE_TOKENS,
-                       help=f"probe token budget (default {D.DEFAULT_PROBE_TOKENS})")
-    group.add_argument("--probe-length", type=int,
-                       help=f"tokens per probe sequence (default {D.DEFAULT_PROBE_LENGTH}, or the model's "
-                            "context if shorter)")
-    if slicing:
-        group.add_argument("--repair", choices=D.REPAIRS, default=D.DEFAULT_REPAIR,
-                           help="lsq: refit the kept columns of every output matrix (down_proj, fc2) by ridge "
-                                f"least squares on the probes, for any selector; none (default {D.DEFAULT_REPAIR})")
-        group.add_argument("--statistics", choices=D.STATISTICS, default=D.DEFAULT_STATISTICS,
-                           help="oneshot: every layer's statistics from the original model (one pass serves "
-                                "every ratio); sequential: each layer sees the compressed layers before it "
-                                f"(one pass per ratio) (default {D.DEFAULT_STATISTICS})")
-        group.add_argument("--scores", help="a scores file written by `prunenet score`: rank no rows again")
+def _add_option(group, spec: OptionSpec) -> None:
+    """One flag of `spec`; absent flags stay out of the namespace, so only what was given reaches the API."""
+    hint = spec.hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    registry = _registry(spec.keyword)
+    choices = tuple(registry) if registry is not None else spec.choices
+    text = spec.help if registry is None else "; ".join(f"{name}: {method.help}" for name, method in registry.items())
+    default = "" if spec.default is None else f" (default {spec.default})"
+    group.add_argument(spec.flag, dest=spec.keyword, type=hint if hint in (int, float) else str, choices=choices,
+                       default=argparse.SUPPRESS, help=text + default)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+def _add_groups(parser: argparse.ArgumentParser, specs: list[OptionSpec]) -> None:
+    """The options grouped as the methods own them: shared ones first, each selector's own after."""
+    groups: dict[str, list[OptionSpec]] = {}
+    for spec in specs:
+        title = f"options of {spec.owner}" if spec.owner else "common" if spec.keyword in _COMMON else "method"
+        groups.setdefault(title, []).append(spec)
+    for title in sorted(groups, key=lambda t: (t == "common", t != "method", t)):
+        group = parser.add_argument_group(title)
+        for spec in groups[title]:
+            _add_option(group, spec)
+
+
+def _add_reporting(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the report as JSON to PATH")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but errors: no progress bars, no summary (--json keeps the report)")
 
 
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model folder or alias (default {DEFAULT_MODEL})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="prunenet",
-        description="Calibration-free compression of LLM FFNs by policy learning (PruneNet, ICLR 2025).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="prunenet", description=DESCRIPTION, epilog=EPILOG, formatter_class=_FORMATTER)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fit = commands.add_parser("fit", help="train a policy once; reuse it at any ratio", epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Train a PruneNet policy on MODEL's FFN weights (no data needed).")
-    fit.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model folder or alias (default {DEFAULT_MODEL})")
-    fit.add_argument("--ratio", type=float, default=0.3, help=_ratio_help("ratio trained at (default 0.3)"))
-    fit.add_argument("--out", help="save the policy to this .safetensors file")
-    fit.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    _add_fit_options(fit)
-    _add_common(fit)
-
     comp = commands.add_parser(
-        "compress", help="slice FFN rows and write a standard checkpoint", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Compress MODEL into a checkpoint that AutoModelForCausalLM.from_pretrained loads. "
-                    "Without --policy, a policy is trained first (once, even for several ratios).")
-    comp.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model folder or alias (default {DEFAULT_MODEL})")
-    comp.add_argument("--out", required=True,
-                      help="output folder; with --ratios, a folder holding ratio-R/ for each ratio")
+        "compress", help="slice FFN rows and write a standard checkpoint", epilog=EPILOG, formatter_class=_FORMATTER,
+        description="Compress MODEL into a checkpoint that AutoModelForCausalLM.from_pretrained loads. By default "
+                    "the model writes its own probe text, every row is ranked by its activations on it, and the "
+                    "output matrices are refitted on it; several ratios share one ranking. The paper's policy: "
+                    "--selector prunenet (trained first unless --policy is given).")
+    _add_model(comp)
+    comp.add_argument("--out", required=True, help="output folder; with --ratios, a folder holding ratio-R/ for each ratio")
     which = comp.add_mutually_exclusive_group(required=True)
     which.add_argument("--ratio", type=float, help=_ratio_help("compression ratio"))
-    which.add_argument("--ratios", help="several ratios, comma-separated (e.g. 0.1,0.2,0.3), from one fit")
-    comp.add_argument("--policy", help="use this saved policy instead of training one")
-    comp.add_argument("--fit-ratio", type=float, help="ratio the policy is trained at (default: the first ratio)")
-    comp.add_argument("--save-policy", dest="policy_out", help="also save the trained policy to this file")
-    _add_selection_options(comp, slicing=True)
-    comp.add_argument("--selection", choices=("sample", "topk"), default="sample",
-                      help="prunenet rows: sampled from the policy (the paper, default) or its top-k scores")
-    comp.add_argument("--align", type=int, help="round the kept FFN width to the nearest multiple (e.g. 64)")
-    comp.add_argument("--dtype", choices=tuple(OUTPUT_DTYPES), default="auto",
-                      help="dtype of the output's floating-point tensors (default auto: each as stored in "
-                           "MODEL); it changes only what is written, never which rows are kept")
+    which.add_argument("--ratios", help="several ratios, comma-separated (e.g. 0.1,0.2,0.3), from one ranking")
     comp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    _add_fit_options(comp)
-    _add_common(comp)
+    _add_groups(comp, CompressConfig.specs())
+    _add_reporting(comp)
 
     sco = commands.add_parser(
         "score", help="rank MODEL's rows once into a file; compress --scores slices it at any ratio",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG, formatter_class=_FORMATTER,
         description="Rank every FFN row of MODEL once (probes + statistics, or a policy fit for the prunenet "
                     "selector) and save the ranking; `compress --scores FILE` then slices any ratio from it.")
-    sco.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model folder or alias (default {DEFAULT_MODEL})")
+    _add_model(sco)
     sco.add_argument("--out", required=True, help="the scores file to write (.safetensors)")
-    sco.add_argument("--fit-ratio", type=float, help="prunenet selector: ratio the policy is trained at (default 0.3)")
     sco.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    _add_selection_options(sco, slicing=False)
-    _add_fit_options(sco)
-    _add_common(sco)
+    _add_groups(sco, [spec for spec in CompressConfig.specs() if not spec.slicing])
+    _add_reporting(sco)
+
+    fit = commands.add_parser("fit", help="train the paper's policy once; reuse it at any ratio", epilog=EPILOG,
+                              formatter_class=_FORMATTER,
+                              description="Train a PruneNet policy on MODEL's FFN weights (no data needed); "
+                                          "compress --selector prunenet --policy FILE slices with it.")
+    _add_model(fit)
+    fit.add_argument("--ratio", type=float, default=0.3, help=_ratio_help("ratio trained at (default 0.3)"))
+    fit.add_argument("--out", help="save the policy to this .safetensors file")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _add_groups(fit, FitConfig.specs())
+    _add_reporting(fit)
 
     inf = commands.add_parser("info", help="describe a model or a saved policy",
                               description="Print what a model folder/alias or a policy file holds, as JSON.")
@@ -138,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(commands)
     add_farm_parser(commands)
     return parser
+
+
+def given_options(args: argparse.Namespace, config: type) -> dict:
+    """The options the command line gave (absent flags are not in the namespace)."""
+    return {spec.keyword: getattr(args, spec.keyword) for spec in config.specs() if hasattr(args, spec.keyword)}
 
 
 def _print_fit(fit: dict | None) -> None:
@@ -166,36 +162,27 @@ def run(args: argparse.Namespace) -> dict:
         return run_eval(args)
     if args.command in FARM_COMMANDS:
         return run_farm(args)
-    from . import pipeline
+    from . import api
 
-    progress = not getattr(args, "quiet", False)
     if args.command == "info":
-        report = pipeline.info(args.target)
+        report = api.info(args.target)
         print(json.dumps(report, indent=2))
         return report
-    common = dict(seed=args.seed, device=args.device, json_path=args.json_path, progress=progress,
-                  episodes=args.episodes, lr=args.lr, gamma=args.gamma, reg_weight=args.reg_weight,
-                  engine=args.engine, overwrite=args.overwrite)
-    selection = dict(selector=args.selector, probes=args.probes, probe_tokens=args.probe_tokens,
-                     probe_length=args.probe_length) if args.command in ("score", "compress") else {}
+    progress = not args.quiet
+    outputs = dict(overwrite=args.overwrite, json_path=args.json_path, progress=progress)
     if args.command == "fit":
-        report = pipeline.fit(args.model, args.ratio, out=args.out, **common).report
+        report = api.fit(args.model, args.ratio, out=args.out, **outputs, **given_options(args, FitConfig)).report
         _print_fit(report["fit"])
         if args.out:
             print(f"policy saved to {args.out}")
     elif args.command == "score":
-        report = pipeline.score(args.model, args.out, fit_ratio=args.fit_ratio, **selection, **common)
+        report = api.score(args.model, args.out, **outputs, **given_options(args, CompressConfig))
         _print_fit(report.get("fit"))
         _print_probes(report.get("probes"))
-        print(f"scores ({args.selector}) saved to {args.out}")
+        print(f"scores ({report['selector']}) saved to {args.out}")
     else:
-        report = pipeline.compress(
-            args.model, args.out, args.ratio, ratios=args.ratios, policy=args.policy, fit_ratio=args.fit_ratio,
-            selection=args.selection, align=args.align, dtype=args.dtype, repair=args.repair,
-            statistics=args.statistics, scores=args.scores, **selection,
-            policy_out=args.policy_out,
-            **common,
-        )
+        report = api.compress(args.model, args.out, args.ratio, ratios=args.ratios, **outputs,
+                              **given_options(args, CompressConfig))
         _print_fit(report["fit"])
         _print_probes(report.get("probes"))
         for result in report["outputs"]:

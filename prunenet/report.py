@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write, check_output
+from .atomic import atomic_write, check_output
 
 
 class PhaseTimer:

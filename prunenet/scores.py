@@ -1,7 +1,7 @@
 """Scores files: a model's row ranking saved once, then sliced at any ratio (`score`, `compress --scores`).
 
-For the "prunenet" selector a scores file is the fitted policy (`policy.py`). For every other selector
-it is a safetensors file holding `priority` (L, n), the keep priority of every row of every layer (the
+For a selector that trains a policy (the paper's), a scores file is that policy (`selectors/policy/`).
+For every other selector it is a safetensors file holding `priority` (L, n), the keep priority of every row of every layer (the
 rows kept at width k are each layer's top k), the probe tokens the ranking was made on (so a later
 repair reuses them without generating again), and metadata naming the selector and the model.
 """
@@ -16,9 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .policy import Policy, load_policy
-from .probes import Probes
-from .writer import SlicePlan
+from .calibration.probes import Probes
+from .model.ffn_map import SlicePlan
 
 KIND = "prunenet-scores"
 
@@ -45,10 +44,8 @@ class StoredScores:
         save_file(tensors, str(path), metadata=metadata)
 
 
-def load_scores(path: str | os.PathLike, selector: str) -> Policy | StoredScores:
-    """A scores file for `selector`: the policy for "prunenet", else the stored ranking."""
-    if selector == "prunenet":
-        return load_policy(path)
+def load_scores(path: str | os.PathLike, selector: str) -> StoredScores:
+    """The ranking a scores file holds for `selector`."""
     if not Path(path).is_file():
         raise ValueError(f"scores file {str(path)!r} does not exist")
     try:

@@ -1,4 +1,4 @@
-"""The maths of DESIGN sections 1 and 3, each checked against the straightforward form."""
+"""The maths of the paper's method and of its fast forms, each checked against the straightforward form."""
 from __future__ import annotations
 
 import itertools
@@ -9,10 +9,13 @@ import torch
 from scipy import stats
 
 import prunenet_kernels as K
-from prunenet.fit import FitOptions, kld_regulariser, train_policy
-from prunenet.policy import Policy, load_policy
-from prunenet.rewards import ExactReward, TopQReward
-from prunenet.row_selection import all_rows, kept_width, sample_rows, select_rows
+from prunenet.config import FitConfig
+from prunenet.selectors.policy.fit import kld_regulariser, train_policy
+from prunenet.selectors.policy.network import Policy, load_policy
+from prunenet.selectors.policy.rewards import ExactReward, TopQReward
+from prunenet.ratios import kept_width
+from prunenet.selectors import select_rows
+from prunenet.selectors.sampling import all_rows, sample_rows
 
 
 def _weights(L=3, n=50, h=24, seed=0):
@@ -108,7 +111,7 @@ def test_topq_engine_recovers_the_top_singular_values():
 
 def test_fit_trains_the_policy_and_is_reproducible():
     W = _weights(L=3, n=50, h=24)
-    options = FitOptions(episodes=4, lr=1e-2, seed=5)
+    options = FitConfig(episodes=4, lr=1e-2, seed=5)
     first, second = train_policy(W, 0.3, options), train_policy(W, 0.3, options)
     rewards = first.metadata["reward_per_episode"]
     assert len(rewards) == 4 and all(math.isfinite(r) and r > 0 for r in rewards)
@@ -120,7 +123,7 @@ def test_fit_trains_the_policy_and_is_reproducible():
 
 def test_every_episode_after_the_first_uses_updated_parameters():
     W = _weights(L=2, n=40, h=16)
-    policy = train_policy(W, 0.25, FitOptions(episodes=3, lr=0.05, seed=0))
+    policy = train_policy(W, 0.25, FitConfig(episodes=3, lr=0.05, seed=0))
     assert len(set(policy.metadata["mean_ks_per_episode"])) > 1
 
 
@@ -131,15 +134,15 @@ def test_kld_regulariser_is_zero_at_one_half_and_positive_elsewhere():
 
 def test_regulariser_changes_the_trained_policy():
     W = _weights(L=2, n=40, h=16)
-    plain = train_policy(W, 0.25, FitOptions(episodes=3, lr=0.05))
-    regularised = train_policy(W, 0.25, FitOptions(episodes=3, lr=0.05, reg_weight=10.0))
+    plain = train_policy(W, 0.25, FitConfig(episodes=3, lr=0.05))
+    regularised = train_policy(W, 0.25, FitConfig(episodes=3, lr=0.05, reg_weight=10.0))
     # Episode 0 acts with the same initial policy; later episodes follow the differently updated ones.
     assert plain.metadata["mean_ks_per_episode"][0] == regularised.metadata["mean_ks_per_episode"][0]
     assert plain.metadata["mean_ks_per_episode"][1:] != regularised.metadata["mean_ks_per_episode"][1:]
 
 
 def test_policy_round_trips_through_safetensors(tmp_path):
-    policy = train_policy(_weights(), 0.3, FitOptions(episodes=2), model_type="llama")
+    policy = train_policy(_weights(), 0.3, FitConfig(episodes=2), model_type="llama")
     path = policy.save(tmp_path / "p.safetensors")
     loaded = load_policy(path)
     assert (loaded.n, loaded.h) == (50, 24)
@@ -155,7 +158,7 @@ def test_policy_round_trips_through_safetensors(tmp_path):
 
 def test_a_policy_selects_at_any_ratio():
     W = _weights()
-    policy = train_policy(W, 0.3, FitOptions(episodes=2))
+    policy = train_policy(W, 0.3, FitConfig(episodes=2))
     for ratio in (0.1, 0.5, 0.8):
         k = kept_width(50, ratio)
         for mode in ("sample", "topk"):

@@ -222,7 +222,7 @@ def file_as_parent(env: Env) -> Path:
 
 @dataclass
 class Case:
-    args: Callable[[Env], list]  # everything after "compress" except --out, --json, --quiet, --episodes
+    args: Callable[[Env], list]  # everything after "compress" except --out, --json, --quiet and a quick fit's --episodes
     says: Callable[[Env], list[str]]  # what the error line must contain
     out: Callable[[Env], Path] | None = None  # the --out given (default env.out)
 
@@ -351,7 +351,8 @@ def test_compress_rejects_bad_input(env, capsys, case):
     out_path = case.out(env) if case.out else env.out
     pre_existing = out_path.exists()
     before = snapshot(env.tmp)
-    argv = ["compress", *args, "--out", str(out_path), "--json", str(env.report), "--quiet", "--episodes", "1"]
+    quick_fit = ["--episodes", "1"] if "prunenet" in args else []  # the policy's options only with its selector
+    argv = ["compress", *args, "--out", str(out_path), "--json", str(env.report), "--quiet", *quick_fit]
     code, out, err = _run_cli(capsys, argv)
     assert code == 2
     _assert_one_error_line(err, out, case.says(env))

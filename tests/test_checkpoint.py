@@ -1,4 +1,4 @@
-"""Streaming checkpoints (DESIGN section 4): sharded in, sharded out, loadable, atomic.
+"""Streaming checkpoints: sharded in, sharded out, loadable, atomic.
 
 A tiny random LLaMA (FFN width 40, 3 layers) is saved in 4 shards of about 20 KB with dummy tokenizer
 files, compressed at ratio 0.4 (40 -> 24 rows) with the random selector, and the output is checked
@@ -24,12 +24,12 @@ import transformers as T
 from safetensors.torch import load_file, save_file
 
 import prunenet
-import prunenet.pipeline
+import prunenet.selectors.policy
 import prunenet.writer
 import tiny_models
-from prunenet.checkpoint import Checkpoint, write_safetensors
+from prunenet.model.checkpoint import Checkpoint, write_safetensors
 from prunenet.cli import main
-from prunenet.writer import SlicePlan
+from prunenet.model.ffn_map import SlicePlan
 
 SHARD_SIZE = "20KB"
 RATIO = 0.4
@@ -446,13 +446,13 @@ def test_overwrite_replaces_output_and_leaves_no_old_copy(original, tmp_path, ca
 def test_several_ratios_from_one_fit(original, tmp_path, monkeypatch):
     src = original[0]
     out, report_path = tmp_path / "out", tmp_path / "r.json"
-    real, fits = prunenet.pipeline.train_policy, []
+    real, fits = prunenet.selectors.policy.train_policy, []
 
     def counting(*args, **kwargs):
         fits.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prunenet.pipeline, "train_policy", counting)
+    monkeypatch.setattr(prunenet.selectors.policy, "train_policy", counting)
     argv = ["compress", str(src), "--ratios", "0.1,0.2,0.3", "--selector", "prunenet", "--repair", "none",
             "--episodes", "2", "--out", str(out), "--json", str(report_path), "--quiet"]
     assert main(argv) == 0

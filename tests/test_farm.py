@@ -225,7 +225,7 @@ def test_ctrl_c_cancels_and_a_rerun_finishes(ray_session, models, tmp_path, monk
 
 
 BAD_PLANS = {
-    "unknown option": ('[options]\nrepiar = "none"', ValueError, "repiar"),
+    "unknown option": ('[options]\nrepiar = "none"', TypeError, "repiar"),
     "option set by the farm": ('[options]\nout = "x"', ValueError, "'out'"),
     "option of the wrong type": ("[options]\nseed = 1.5", TypeError, "seed"),
     "unknown plan key": ("ratio = 0.3", ValueError, "'ratio'"),

@@ -9,14 +9,16 @@ import torch
 from safetensors.torch import load_file
 
 import prunenet
-from prunenet.activation_selection import activation_priority, obs_priority
-from prunenet.activation_stats import output_module_path
-from prunenet.checkpoint import Checkpoint
+from prunenet.selectors.activation import activation_priority
+from prunenet.selectors.obs import obs_priority
+from prunenet.calibration.statistics import output_module_path
+from prunenet.model.checkpoint import Checkpoint
 from prunenet.cli import main
-from prunenet.families import family_for
-from prunenet.layer_stream import LayerStream
-from prunenet.probes import ProbeOptions, get_probes, tokens_from_file
-from prunenet.repair import refit_output
+from prunenet.model.families import family_for
+from prunenet.calibration.layer_stream import LayerStream
+from prunenet.calibration.probes import ProbePlan, get_probes, tokens_from_file
+from prunenet.config import ProbeConfig
+from prunenet.repairs import refit_output
 from tiny_models import CONFIGS, build_model, logits, save_model, tiny_tokenizer
 
 PROBES = dict(probe_tokens=256, probe_length=32)
@@ -201,10 +203,10 @@ def test_scores_file_slices_like_a_direct_compress(tmp_path):
 def test_self_probes_are_seeded_cached_and_full_length(tmp_path):
     src = save_model(build_model("llama"), tmp_path / "src")
     checkpoint = Checkpoint(src)
-    options = ProbeOptions(tokens=96, length=24, seed=3)
-    first = get_probes(checkpoint, options, tmp_path / "c", torch.device("cpu"))
-    again = get_probes(checkpoint, options, tmp_path / "c", torch.device("cpu"))
-    other = get_probes(checkpoint, ProbeOptions(tokens=96, length=24, seed=4), tmp_path / "c", torch.device("cpu"))
+    options = ProbeConfig(tokens=96, length=24)
+    first = get_probes(checkpoint, options, 3, tmp_path / "c", torch.device("cpu"))
+    again = get_probes(checkpoint, options, 3, tmp_path / "c", torch.device("cpu"))
+    other = get_probes(checkpoint, options, 4, tmp_path / "c", torch.device("cpu"))
     assert first.tokens.shape == (4, 24) and not first.info["cached"] and again.info["cached"]
     assert torch.equal(first.tokens, again.tokens) and not torch.equal(first.tokens, other.tokens)
     assert (first.tokens[:, 0] == tiny_tokenizer().bos_token_id).all()  # from BOS; the model picks the rest
@@ -216,9 +218,9 @@ def test_probe_files_plain_and_jsonl(tmp_path):
     words = " ".join(f"w{3 + i % 90}" for i in range(100))
     (tmp_path / "p.txt").write_text(words)
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"text": words}) for _ in range(3)))
-    plain = tokens_from_file(tmp_path / "p.txt", tokenizer, ProbeOptions(str(tmp_path / "p.txt"), 64, 16))
+    plain = tokens_from_file(tmp_path / "p.txt", tokenizer, ProbePlan(str(tmp_path / "p.txt"), 64, 16, 0))
     assert plain.shape == (4, 16) and plain[0, 0].item() == 3
-    jsonl = tokens_from_file(tmp_path / "p.jsonl", tokenizer, ProbeOptions(str(tmp_path / "p.jsonl"), 500, 50))
+    jsonl = tokens_from_file(tmp_path / "p.jsonl", tokenizer, ProbePlan(str(tmp_path / "p.jsonl"), 500, 50, 0))
     assert jsonl.shape == (6, 50)  # 3 x (100 words + EOS) = 303 tokens -> 6 full sequences
 
 

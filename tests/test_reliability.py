@@ -1,7 +1,7 @@
 """What a compression farm relies on, tried for real: kills, determinism, stale temporary files, --quiet.
 
 Kills: `python -m prunenet compress` runs in a subprocess on a tiny sharded LLaMA and is SIGKILLed at
-a named point (the test hook $PRUNENET_TEST_KILL_AT, `prunenet.checkpoint.kill_point`) or, during the
+a named point (the test hook $PRUNENET_TEST_KILL_AT, `prunenet.atomic.kill_point`) or, during the
 fit, by this test as soon as the fit's progress bar appears. Right after each kill the target is
 absent, as it was, or complete; the next run removes the dead run's temporary siblings and writes an
 output byte-identical (sha256 of every file) to an undisturbed run's.
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, t
 
 import pytest
 
-from prunenet.checkpoint import KILL_ENV, atomic_folder, atomic_write, clean_stale
+from prunenet.atomic import KILL_ENV, atomic_folder, atomic_write, clean_stale
 from prunenet.cli import main
 from test_checkpoint import leftovers, save_tiny_llama
 from test_eval import save_tokenizer

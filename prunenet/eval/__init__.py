@@ -1,4 +1,4 @@
-"""Evaluation of compressed models (DESIGN section 5): quality against the original, size, speed, tasks.
+"""Evaluation of compressed models: quality against the original, size, speed, tasks.
 
     from prunenet.eval import evaluate
     report = evaluate("smollm2-135m", ["./smol-30"])       # perplexity, KL, top-1 agreement, tokens/s

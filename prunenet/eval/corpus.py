@@ -1,4 +1,4 @@
-"""The evaluation text and its fixed token windows (DESIGN section 5).
+"""The evaluation text and its fixed token windows.
 
 The default corpus is `pydoc_data.topics.topics`, which ships with every CPython: its values joined in
 sorted-key order, so every machine evaluates on the same text with no download.

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-from ..pipeline import resolve_device
+from ..devices import resolve_device
 from ..report import PhaseTimer, check_json_path, peak_rss_mb, save_report
 from .corpus import DEFAULT_CORPUS, DEFAULT_TOKENS, DEFAULT_WINDOW, check_count, default_text, read_text, token_windows
 from .metrics import quality

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..embedded import resolve_model
-from ..pipeline import describe, open_model
+from ..model import open_model
+from ..model.embedded import resolve_model
+from ..model.ffn_map import describe
 from ..writer import PROVENANCE
 
 # What of a compressed model's prunenet.json is worth reporting (kept_rows is large and not).

@@ -1,4 +1,4 @@
-"""Singular values of every layer's scored FFN matrix (DESIGN section 1), read from a checkpoint.
+"""Singular values of every layer's scored FFN matrix, read from a checkpoint.
 
 These are the spectra whose KS distance is PruneNet's reward: comparing a compressed model's spectra
 with the original's shows what the selection preserved.
@@ -11,8 +11,8 @@ import torch
 
 import prunenet_kernels as K
 
-from ..pipeline import load_scored, open_model
-from ..writer import SlicePlan
+from ..model import open_model
+from ..model.ffn_map import SlicePlan, load_scored
 
 
 def scored_spectra(model: str | os.PathLike) -> torch.Tensor:

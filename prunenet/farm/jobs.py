@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import atomic_write
+from ..atomic import atomic_write
 from ..writer import PROVENANCE
 from .plan import ModelSpec, Plan
 

@@ -8,9 +8,9 @@
     [options]                                     # any selection option of prunenet.compress
     seed = 0
 
-Everything is checked here, before Ray starts or any model is read: unknown keys and options (against
-`inspect.signature(prunenet.compress)` and `prunenet.eval.evaluate`), option types (against the default's
-type), ratios, duplicate model names, model folders that do not exist. What only a model can tell (a
+Everything is checked here, before Ray starts or any model is read: unknown keys, the options (as
+`prunenet.compress` checks them: `CompressConfig`), the evaluation options (against the keywords of
+`prunenet.eval.evaluate`), ratios, duplicate model names, model folders that do not exist. What only a model can tell (a
 missing shard, an unsupported family, a ratio that leaves no row) fails that model's jobs at run time.
 Relative paths in a plan file are relative to the file's folder.
 """
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..embedded import EMBEDDED, gguf_path
-from ..row_selection import check_ratio
+from ..config import CompressConfig
+from ..model.embedded import EMBEDDED, gguf_path
+from ..ratios import check_ratio
 
 # Plan keys; every other selection option goes in [options].
 PLAN_KEYS = ("out", "models", "ratios", "selector", "options", "eval", "retries", "cpus_per_task", "gpus_per_task")
@@ -175,15 +176,6 @@ def _ratios(value: Any) -> tuple[float, ...]:
     return tuple(ratios)
 
 
-def compress_parameters() -> dict[str, inspect.Parameter]:
-    """The selection options a plan may set: the keyword options of `prunenet.compress`, less the reserved."""
-    from .. import pipeline
-
-    params = inspect.signature(pipeline.compress).parameters
-    return {name: p for name, p in params.items() if name not in RESERVED_COMPRESS
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
 def _options(data: Mapping) -> dict:
     options = data.get("options", {})
     if not isinstance(options, Mapping):
@@ -193,14 +185,19 @@ def _options(data: Mapping) -> dict:
         if "selector" in options:
             raise ValueError("plan: selector is given twice (top level and [options])")
         options["selector"] = data["selector"]
-    _check_keywords("options", options, compress_parameters(), RESERVED_COMPRESS)
+    for key in options:
+        if key in RESERVED_COMPRESS:
+            raise ValueError(f"plan: options: {key!r} is set by the farm for each job; remove it")
+    try:
+        CompressConfig.from_options(options)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"plan: options: {exc}") from None
     return options
 
 
 def _with_defaults(asked: dict) -> dict:
-    """Every selection option, the plan's values over compress's defaults: a changed default redoes a job."""
-    defaults = {name: p.default for name, p in compress_parameters().items() if p.default is not p.empty}
-    return {**defaults, **asked}
+    """Every option of the selection in use, the plan's values over the defaults: a changed default redoes a job."""
+    return CompressConfig.from_options(asked).to_options()
 
 
 def _eval(value: Any) -> dict | None:

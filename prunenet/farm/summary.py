@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from ..checkpoint import atomic_write
+from ..atomic import atomic_write
 from ..eval.table import fmt, markdown
 from .jobs import Job
 from .plan import Plan

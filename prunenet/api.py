@@ -1,0 +1,326 @@
+"""The Python API: `fit`, `score`, `compress` and `info`, mirroring the CLI commands of the same names.
+
+Each function takes the model (a local folder or the embedded model's alias), where its outputs go, and
+the options of `config.py` as keyword arguments; it checks everything it can before any heavy work, and
+returns (and optionally writes as JSON) a report of what it did. `compress` reads as the method:
+
+    validate -> open the model -> select rows (weights, or probes and their statistics) -> repair -> write
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import torch
+
+import prunenet_kernels as K
+
+from .atomic import atomic_write, check_output
+from .calibration.driver import MODES, ProbeSelection, select_on_probes
+from .calibration.layer_stream import LayerStream
+from .calibration.probes import Probes, get_probes, probe_batches
+from .config import CompressConfig, Config, FitConfig
+from .devices import compute_dtype, resolve_device
+from .model import open_model
+from .model.checkpoint import Checkpoint
+from .model.embedded import DEFAULT_MODEL, cache_root
+from .model.families import Family
+from .model.ffn_map import SlicePlan, check_scored_finite, describe, load_scored
+from .ratios import check_ratio, kept_width, output_paths, parse_ratios
+from .repairs import REPAIRS
+from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
+from .scores import StoredScores
+from .selectors import Run, Selector, StatisticsSelector, WeightSelector, make_selector
+from .selectors.policy.fit import fit_summary, train_policy
+from .selectors.policy.network import Policy, load_policy
+from .writer import output_dtype, write_compressed
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes_options(config: type[Config]) -> Callable[[F], F]:
+    """Show `config`'s options as the keyword arguments of the decorated function (for `help` and IDEs)."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        options = [inspect.Parameter(spec.keyword, inspect.Parameter.KEYWORD_ONLY, default=spec.default,
+                                     annotation=spec.hint) for spec in config.specs()]
+        function.__signature__ = signature.replace(parameters=own + options)  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+@dataclass
+class FitResult:
+    policy: Policy
+    report: dict
+
+
+@dataclass
+class _Start:
+    """What every command has once its outputs are checked and its model opened."""
+
+    json_path: Path | None
+    device: torch.device
+    timer: PhaseTimer
+    checkpoint: Checkpoint
+    family: Family
+    plan: SlicePlan
+
+    def describe(self, model) -> dict:
+        return {"name": str(model), **describe(self.checkpoint, self.family, self.plan)}
+
+
+def _start(model, json_path, device: str, progress: bool) -> _Start:
+    """Check the report path, pick the device, open the model (timed as "resolve")."""
+    json_path = check_json_path(json_path)
+    dev = resolve_device(device)
+    timer = PhaseTimer(dev)
+    with timer.phase("resolve"):
+        checkpoint, family = open_model(model, progress)
+    return _Start(json_path, dev, timer, checkpoint, family, SlicePlan(checkpoint, family))
+
+
+def _finish(start: _Start, report: dict) -> dict:
+    report.update(timings_s=start.timer.as_dict(), peak_rss_mb=peak_rss_mb())
+    save_report(start.json_path, report)
+    return report
+
+
+@takes_options(FitConfig)
+def fit(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    ratio: float = 0.3,
+    *,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    json_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options,
+) -> FitResult:
+    """Train the paper's policy on `model`'s FFN weights at `ratio`; save it to `out` (.safetensors) if given."""
+    check_ratio(ratio)
+    config = FitConfig.from_options(options)
+    if out is not None:
+        check_output(out, overwrite)
+    start = _start(model, json_path, config.device, progress)
+    with start.timer.phase("load"):
+        weights = load_scored(start.checkpoint, start.plan, start.device)
+    with start.timer.phase("fit"):
+        policy = train_policy(weights, ratio, config, start.checkpoint.model_type, progress)
+    if out is not None:
+        with start.timer.phase("save"):
+            policy.save(out, overwrite)
+    report = _finish(start, {
+        "command": "fit", "model": start.describe(model), "device": str(start.device),
+        "options": {"ratio": ratio, **config.to_options()}, "policy": str(out) if out is not None else None,
+        "fit": fit_summary(policy),
+    })
+    return FitResult(policy, report)
+
+
+@dataclass
+class _Selection:
+    """How one `compress` or `score` call chooses rows, decided from its options before any work."""
+
+    config: CompressConfig
+    selector: Selector
+    stored: StoredScores | None  # a ranking read from a scores file
+    ratios: list[float]
+
+    @classmethod
+    def plan(cls, options: dict, ratios: list[float]) -> "_Selection":
+        config = CompressConfig.from_options(options)
+        selector = make_selector(config.selector, config.method, config.seed)
+        stored = selector.stored_scores(config.scores) if config.scores is not None else None
+        return cls(config, selector, stored, ratios)
+
+    @property
+    def ranks_on_statistics(self) -> bool:
+        # Sequential statistics rank per ratio, so a stored (one-shot) ranking serves only its probes then.
+        rerank = self.stored is not None and MODES[self.config.statistics].sequential
+        return self.selector.needs == "statistics" and (self.stored is None or rerank)
+
+    @property
+    def needs_probes(self) -> bool:
+        # Ratio 0 keeps every row: nothing to rank or repair.
+        return any(self.ratios) and (REPAIRS[self.config.repair].needs_statistics or self.ranks_on_statistics)
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.selector.needs == "weights" and self.stored is None
+
+    def probes(self, start: _Start, progress: bool) -> Probes:
+        if self.stored is not None and self.stored.probes is not None:
+            return self.stored.probes
+        return get_probes(start.checkpoint, self.config.probes, self.config.seed, cache_root(), start.device,
+                          progress)
+
+    def rows(self, start: _Start, widths: dict[float, int], overwrite: bool, progress: bool) -> tuple[ProbeSelection, Probes | None]:
+        """The kept rows of every sliced ratio and the repaired output matrices; and the probes used."""
+        timer = start.timer
+        with timer.phase("load"):
+            weights = load_scored(start.checkpoint, start.plan, start.device) if self.needs_weights else None
+            if weights is None:
+                check_scored_finite(start.checkpoint, start.plan)
+        if self.stored is not None:
+            self.stored.check(start.plan)
+        if weights is not None:
+            self.selector.prepare(weights, self.ratios, Run(timer, progress, overwrite, start.checkpoint.model_type))
+        sliced = {r: k for r, k in widths.items() if k < start.plan.n}
+        probe_set = None
+        if self.needs_probes and sliced:
+            with timer.phase("probes"):
+                probe_set = self.probes(start, progress)
+        with timer.phase("select"):
+            given = None
+            if self.stored is not None and not self.ranks_on_statistics:
+                given = {r: K.topk_rows(self.stored.priority, k) for r, k in sliced.items()}
+            elif isinstance(self.selector, WeightSelector) and weights is not None:
+                ranking = self.selector.rank(weights, sorted(set(sliced.values())))
+                given = {r: ranking.rows(k) for r, k in sliced.items()}
+        if probe_set is None:
+            return ProbeSelection(kept=given or {}), None
+        with timer.phase("statistics"):
+            stream = LayerStream(start.checkpoint, start.family, start.device, compute_dtype(start.device))
+            ranker = self.selector if isinstance(self.selector, StatisticsSelector) and given is None else None
+            chosen = select_on_probes(stream, probe_batches(probe_set.tokens), start.plan, sliced, ranker, given,
+                                      REPAIRS[self.config.repair], MODES[self.config.statistics], progress)
+        return chosen, probe_set
+
+
+def check_outputs(out: Path, outputs: list[Path], overwrite: bool) -> None:
+    if len(outputs) == 1:
+        check_output(out, overwrite)
+        return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} must be a folder to hold one output per ratio")
+    check_output(out, True)  # not a link; its folder can be made
+    for path in outputs:
+        check_output(path, overwrite)
+
+
+@takes_options(CompressConfig)
+def compress(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    out: str | os.PathLike | None = None,
+    ratio: float | None = None,
+    *,
+    ratios: Sequence[float] | str | None = None,
+    overwrite: bool = False,
+    json_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Compress `model` at one ratio (into `out`) or several (into `out/ratio-R` each) from one ranking.
+
+    By default rows are ranked by their activations on text the model writes itself (`probes="self"`) and
+    every output matrix is refitted on those probes (`repair="lsq"`); `selector="prunenet"` is the paper's
+    policy, trained first unless `policy` is given. `scores`: a file written by `score()`, ranked once.
+    The options are `CompressConfig`'s; an option of a selector not in use is refused.
+    """
+    if out is None:
+        raise ValueError("compress needs an output folder (out / --out)")
+    all_ratios = parse_ratios(ratio, ratios)
+    selection = _Selection.plan(options, all_ratios)
+    config = selection.config
+    selection.selector.check_outputs(all_ratios, overwrite)
+    outputs = output_paths(out, all_ratios)
+    check_outputs(Path(out), outputs, overwrite)
+
+    start = _start(model, json_path, config.device, progress)
+    widths = {r: kept_width(start.plan.n, r, config.align) for r in all_ratios}  # every ratio leaves rows
+    chosen, probe_set = selection.rows(start, widths, overwrite, progress)
+    before = describe(start.checkpoint, start.family, start.plan)
+    if len(outputs) > 1:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    results = []
+    for r, path in zip(all_ratios, outputs):
+        k, n = widths[r], start.plan.n
+        kept = chosen.kept[r] if k < n else torch.arange(n).expand(start.plan.num_layers, n)
+        provenance = {
+            "ratio": r, "ffn_width_before": n, "ffn_width_after": k, **config.to_options(),
+            "repair": config.repair if k < n else "none",
+            "probes": probe_set.info if probe_set is not None else None,
+            "policy": selection.selector.provenance(),
+        }
+        with start.timer.phase("write"):
+            parameters = write_compressed(start.checkpoint, start.plan, kept.cpu(), path, overwrite, provenance,
+                                          progress, chosen.replacements.get(r), output_dtype(config.dtype))
+        results.append({"ratio": r, "out": str(path), "ffn_width_before": n, "ffn_width_after": k,
+                        "parameters_before": before["parameters"], "parameters_after": parameters})
+    return _finish(start, {
+        "command": "compress", "model": {"name": str(model), **before}, "device": str(start.device),
+        "options": {"ratios": all_ratios, **config.to_options()},
+        "fit": selection.selector.fit_report(),
+        "probes": probe_set.info if probe_set is not None else None,
+        "outputs": results,
+    })
+
+
+@takes_options(CompressConfig)
+def score(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    json_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Rank `model`'s rows once and save the ranking to `out`; `compress(..., scores=out)` slices it at any ratio.
+
+    For a selector that trains a policy (the paper's) the file is the fitted policy (trained at
+    `fit_ratio`, default 0.3); for the others it holds each row's keep priority (one-shot statistics for
+    the activation rankers) and the probe tokens. Options that only matter when slicing (`repair`,
+    `align`, ...) are accepted, so one set of options serves both calls, and ignored here.
+    """
+    if out is None:
+        raise ValueError("score needs an output file (out / --out)")
+    selection = _Selection.plan(options, [])
+    config, selector = selection.config, selection.selector
+    if selector.trains_policy:
+        fit_options = {k: v for k, v in config.to_options().items() if k in {s.keyword for s in FitConfig.specs()}}
+        result = fit(model, selector.training_ratio([]), out=out, overwrite=overwrite, json_path=json_path, progress=progress, **fit_options)
+        return {**result.report, "command": "score", "selector": config.selector, "scores": str(out)}
+    check_output(out, overwrite)
+    start = _start(model, json_path, config.device, progress)
+    probe_set = None
+    with start.timer.phase("score"):
+        if isinstance(selector, StatisticsSelector):
+            probe_set = selection.probes(start, progress)
+            stream = LayerStream(start.checkpoint, start.family, start.device, compute_dtype(start.device))
+            # One one-shot pass, no repair, ranking every row (down to width 1) so that any ratio can be sliced.
+            priority = select_on_probes(stream, probe_batches(probe_set.tokens), start.plan, {0.0: start.plan.n},
+                                        selector, None, REPAIRS["none"], MODES["oneshot"], progress,
+                                        rank_down_to=1).priority
+        else:
+            assert isinstance(selector, WeightSelector)
+            priority = selector.rank(load_scored(start.checkpoint, start.plan, start.device), []).priority
+    assert priority is not None, f"selector {config.selector!r} gave no nested priority to store"
+    stored = StoredScores(config.selector, priority.cpu(), probe_set,
+                          {"model": describe(start.checkpoint, start.family, start.plan), "seed": config.seed})
+    with start.timer.phase("save"):
+        atomic_write(Path(out), overwrite, stored.save)
+    return _finish(start, {
+        "command": "score", "selector": config.selector, "scores": str(out), "model": start.describe(model),
+        "device": str(start.device), "options": config.without_slicing(),
+        "probes": probe_set.info if probe_set is not None else None,
+    })
+
+
+def info(target: str | os.PathLike = DEFAULT_MODEL) -> dict:
+    """What a model (folder or alias) or a saved policy file holds."""
+    if isinstance(target, (str, os.PathLike)) and str(target).endswith(".safetensors") and Path(target).is_file():
+        policy = load_policy(target)
+        return {"kind": "policy", "path": str(target), "n": policy.n, "h": policy.h, **policy.metadata}
+    checkpoint, family = open_model(target, progress=True)  # a first use of the embedded model says so
+    return {"kind": "model", "name": str(target), **describe(checkpoint, family)}
+
+
+__all__ = ["FitResult", "compress", "fit", "info", "score", "takes_options"]

@@ -1,0 +1,119 @@
+"""Selection and repair that see activations: rows ranked, and output matrices refitted, on the probes.
+
+`select_on_probes` runs the statistics pass once (one-shot: every ratio from the original model's
+activations) or once per ratio (sequential: each layer sees the compressed layers before it) and returns,
+per ratio, the kept rows of every layer and the repaired output matrices to write in place of plain
+slices. Rows come from a `StatisticsSelector` ranking each layer on its statistics, or are given (by a
+weights-only selector, or a stored ranking), and then get the same repair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+import prunenet_kernels as K
+
+from ..model.checkpoint import DTYPES
+from ..model.ffn_map import SlicePlan
+from ..repairs import Repair
+from ..selectors import StatisticsSelector
+from .layer_stream import LayerStream
+from .statistics import LayerStats, OutputMatrix, statistics_pass
+
+
+@dataclass(frozen=True)
+class StatisticsMode:
+    name: str
+    help: str
+    sequential: bool  # each layer's statistics are taken after the layers before it are compressed
+
+    def rounds(self, widths: dict[float, int]) -> list[dict[float, int]]:
+        """The widths each statistics pass serves: all at once, or one pass per ratio."""
+        return [{r: k} for r, k in widths.items()] if self.sequential else [widths]
+
+
+MODES = {mode.name: mode for mode in (
+    StatisticsMode("oneshot", "every layer's statistics from the original model (one pass serves every ratio)",
+                   sequential=False),
+    StatisticsMode("sequential", "each layer sees the compressed layers before it (one pass per ratio)",
+                   sequential=True),
+)}
+
+
+@dataclass
+class ProbeSelection:
+    kept: dict[float, torch.Tensor] = field(default_factory=dict)  # ratio -> (L, k)
+    replacements: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict)  # ratio -> name -> tensor
+    priority: torch.Tensor | None = None  # (L, n) keep priority of a ranker, one-shot statistics only
+
+
+def output_names(plan: SlicePlan, checkpoint_names) -> dict[int, tuple[str, str | None]]:
+    """Per layer: the checkpoint names of its output matrix and of that matrix's bias (None if absent)."""
+    names = {}
+    for name, (layer, role) in plan.roles.items():
+        if role == "cols":
+            bias = name[: -len("weight")] + "bias"
+            names[layer] = (name, bias if bias in checkpoint_names else None)
+    return names
+
+
+def select_on_probes(
+    stream: LayerStream,
+    batches: list[torch.Tensor],
+    plan: SlicePlan,
+    widths: dict[float, int],
+    ranker: StatisticsSelector | None,
+    given: dict[float, torch.Tensor] | None,
+    repair: Repair,
+    mode: StatisticsMode,
+    progress: bool = False,
+    rank_down_to: int | None = None,
+) -> ProbeSelection:
+    """Kept rows and repaired output matrices per ratio; `widths` maps each ratio to its kept width.
+
+    Rows come from `ranker` on the statistics, or from `given` (ratio -> (L, k)). `rank_down_to`: the
+    smallest width a greedy ranker (obs) ranks down to; default the smallest of `widths`.
+    """
+    if (ranker is None) == (given is None):
+        raise ValueError(f"rows come either from a ranker or from given rows; got ranker={ranker!r} and "
+                         f"{'some' if given is not None else 'no'} given rows")
+    names = output_names(plan, stream.checkpoint.weight_map)
+    result = ProbeSelection()
+    for round_widths in mode.rounds(widths):
+        for r, k in round_widths.items():
+            result.replacements[r] = {}
+            result.kept[r] = torch.empty(stream.num_layers, k, dtype=torch.long)
+        priorities = torch.empty(stream.num_layers, plan.n)
+
+        def decide(index: int, stats: LayerStats, output: OutputMatrix):
+            if ranker is not None:
+                down_to = rank_down_to or min(round_widths.values())
+                priorities[index] = ranker.rank_layer(stats, output, down_to).cpu()
+            change = None
+            for r, k in round_widths.items():
+                kept = K.topk_rows(priorities[index : index + 1], k)[0] if given is None else given[r][index].cpu()
+                result.kept[r][index] = kept
+                weight, bias = output.weight[:, kept.to(output.weight.device)], output.bias
+                repaired = repair.refit(output, stats, kept)
+                if repaired is not None:
+                    weight, bias = repaired
+                    weight_name, bias_name = names[index]
+                    # Held until written: in the stored dtype, not float32 (a bf16 model's halve).
+                    result.replacements[r][weight_name] = weight.to(_stored_dtype(stream.checkpoint, weight_name))
+                    if bias_name is not None and bias is not None:
+                        result.replacements[r][bias_name] = bias.to(_stored_dtype(stream.checkpoint, bias_name))
+                if mode.sequential:  # the layer the next ones see: dropped columns zero
+                    full = torch.zeros_like(output.weight)
+                    full[:, kept.to(full.device)] = weight.to(full)
+                    change = (full, None if bias is None else bias.to(full))
+            return change
+
+        statistics_pass(stream, batches, decide, sequential=mode.sequential, progress=progress)
+        if not mode.sequential and ranker is not None:
+            result.priority = priorities
+    return result
+
+
+def _stored_dtype(checkpoint, name: str) -> torch.dtype:
+    return DTYPES[checkpoint.headers[checkpoint.weight_map[name]][name][0]]

@@ -1,0 +1,228 @@
+"""Probe tokens: text the model writes itself (no user data), or a user's own text file.
+
+Self-written probes: N sequences of T tokens sampled at temperature 1 with the KV
+cache, batched and seeded. Each sequence starts from the tokenizer's BOS token where it has one, so the
+model picks its own first word (from random first tokens a large-vocabulary model may repeat one rare
+token forever); without a BOS, from a random non-special token. End-of-sequence is suppressed, so every
+sequence has its full length. Sequences whose share of distinct tokens is below `DEGENERATE_SHARE` are
+sampled again (once). The tokens are cached under the prunenet cache, keyed by the checkpoint's
+fingerprint and the options, so later runs skip generation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_write
+from ..config import DEFAULT_PROBE_LENGTH, SELF, ProbeConfig
+from ..devices import compute_dtype
+from ..model.checkpoint import CONFIG, Checkpoint
+
+DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is thrown away
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+GENERATION_BATCH = 16
+PASS_BATCH = 8  # sequences per micro-batch of the statistics pass
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """The probes one run takes: its options with the sequence length resolved against the model."""
+
+    source: str
+    tokens: int  # the budget
+    length: int  # tokens per sequence
+    seed: int
+
+    @property
+    def sequences(self) -> int:
+        return self.tokens // self.length
+
+
+def plan_probes(config: ProbeConfig, seed: int, model_config: dict) -> ProbePlan:
+    """Tokens per sequence as asked, else DEFAULT_PROBE_LENGTH, never past the model's context."""
+    context = next((int(model_config[key]) for key in _CONTEXT_KEYS if model_config.get(key)), None)
+    length = config.length
+    if length is None:
+        length = DEFAULT_PROBE_LENGTH if context is None else min(DEFAULT_PROBE_LENGTH, context)
+    elif context is not None and length > context:
+        raise ValueError(f"probe length {length} exceeds the model's context of {context} tokens")
+    replace(config, length=length).validate()
+    return ProbePlan(config.source, config.tokens, length, seed)
+
+
+@dataclass
+class Probes:
+    tokens: torch.Tensor  # (N, T) int64
+    info: dict  # source, shape, distinct-token share, seconds, cached
+
+
+def fingerprint(checkpoint: Checkpoint) -> str:
+    """A content key of a checkpoint that reads no weights: config, shard headers and sizes.
+
+    Unlike the farm's job key (`farm.plan.fingerprint`, which adds modification times so that a touched
+    model is redone), it ignores mtimes: a copied checkpoint shares its probe cache."""
+    digest = hashlib.sha256((checkpoint.path / CONFIG).read_bytes())
+    for shard in checkpoint.shards:
+        path = checkpoint.path / shard
+        digest.update(shard.encode())
+        digest.update(str(path.stat().st_size).encode())
+        digest.update(json.dumps(checkpoint.headers[shard], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_tokenizer(checkpoint: Checkpoint):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint.path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"probes need the model's tokenizer, and {str(checkpoint.path)!r} has none usable "
+                         f"({type(exc).__name__}); add its tokenizer files") from None
+
+
+def probe_batches(tokens: torch.Tensor, size: int = PASS_BATCH) -> list[torch.Tensor]:
+    """Micro-batches of probe sequences for the statistics pass."""
+    return list(tokens.split(size))
+
+
+def distinct_share(tokens: torch.Tensor) -> torch.Tensor:
+    """Per sequence: distinct tokens / length."""
+    return torch.tensor([row.unique().numel() / row.numel() for row in tokens])
+
+
+def get_probes(
+    checkpoint: Checkpoint,
+    config: ProbeConfig,
+    seed: int,
+    cache: Path,
+    device: torch.device,
+    progress: bool = False,
+) -> Probes:
+    """The probe tokens of `config` for `checkpoint`: from the cache, a file, or generated now."""
+    options = plan_probes(config, seed, checkpoint.config)
+    tokenizer = load_tokenizer(checkpoint)
+    if options.source != SELF:
+        tokens = tokens_from_file(Path(options.source), tokenizer, options)
+        return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
+    key = {**asdict(options), "model": fingerprint(checkpoint), "degenerate_share": DEGENERATE_SHARE}
+    path = cache / "probes" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return Probes(saved["tokens"].long(), {**json.loads(saved["info"]), "cached": True})
+    start = time.perf_counter()
+    tokens = generate(checkpoint, tokenizer, options, device, progress)
+    probes = Probes(tokens, _info(options, tokens, cached=False, seconds=time.perf_counter() - start))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, True, lambda tmp: torch.save(
+        {"tokens": tokens.to(torch.int32), "info": json.dumps(probes.info)}, tmp))
+    return probes
+
+
+def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float) -> dict:
+    share = distinct_share(tokens)
+    return {
+        "source": options.source, "sequences": tokens.shape[0], "length": tokens.shape[1],
+        "tokens": tokens.numel(), "seed": options.seed,
+        "distinct_share_mean": round(share.mean().item(), 4), "distinct_share_min": round(share.min().item(), 4),
+        "seconds": round(seconds, 2), "cached": cached,
+    }
+
+
+def generate(checkpoint: Checkpoint, tokenizer, options: ProbePlan, device: torch.device,
+             progress: bool = False) -> torch.Tensor:
+    """Sample `options.sequences` sequences of `options.length` tokens from the model itself."""
+    from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
+
+    dtype = compute_dtype(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=dtype).to(device).eval()
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        raise ValueError(f"probe generation needs the whole model on {device} and it does not fit ({exc}); "
+                         "pass a text file with --probes FILE") from None
+    bar = tqdm(total=options.sequences * options.length, desc="probes: the model writes its own text",
+               unit="tok", disable=not progress)
+
+    class _Progress(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            bar.update(input_ids.shape[0])
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    generator = torch.Generator().manual_seed(options.seed)
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        special = set(tokenizer.all_special_ids)
+        ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+
+    def sample(count: int) -> torch.Tensor:
+        rows = []
+        for start in range(0, count, GENERATION_BATCH):
+            size = min(GENERATION_BATCH, count - start)
+            if bos is not None:
+                first = torch.full((size, 1), bos, dtype=torch.long)
+            else:
+                first = ordinary[torch.randint(len(ordinary), (size, 1), generator=generator)]
+            bar.update(size)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                out = model.generate(
+                    first.to(device), attention_mask=torch.ones_like(first, device=device), do_sample=True,
+                    temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=options.length - 1,
+                    min_new_tokens=options.length - 1, pad_token_id=tokenizer.pad_token_id or 0,
+                    stopping_criteria=StoppingCriteriaList([_Progress()]),
+                )
+            rows.append(out[:, : options.length].cpu())
+        return torch.cat(rows)
+
+    tokens = sample(options.sequences)
+    bad = (distinct_share(tokens) < DEGENERATE_SHARE).nonzero().flatten()
+    if len(bad):
+        bar.total += len(bad) * options.length
+        tokens[bad] = sample(len(bad))
+    bar.close()
+    return tokens
+
+
+def tokens_from_file(path: Path, tokenizer, options: ProbePlan) -> torch.Tensor:
+    """Plain text, or JSONL with a "text" field per line, cut into sequences of `options.length` tokens."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"probe file {str(path)!r} is not UTF-8 text") from None
+    if "\x00" in raw:
+        raise ValueError(f"probe file {str(path)!r} is binary, not text")
+    texts = _jsonl_texts(path, raw) if path.suffix == ".jsonl" else [raw]
+    ids: list[int] = []
+    for text in texts:
+        if text.strip():
+            ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if tokenizer.eos_token_id is not None and len(texts) > 1:
+                ids.append(tokenizer.eos_token_id)
+        if len(ids) >= options.tokens:
+            break
+    usable = min(len(ids), options.tokens) // options.length * options.length
+    if usable == 0:
+        raise ValueError(f"probe file {str(path)!r} holds {len(ids)} tokens, fewer than one sequence of "
+                         f"{options.length}")
+    return torch.tensor(ids[:usable], dtype=torch.long).reshape(-1, options.length)
+
+
+def _jsonl_texts(path: Path, raw: str) -> list[str]:
+    texts = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"probe file {str(path)!r} line {number} is not JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"probe file {str(path)!r} line {number} has no string field \"text\"")
+        texts.append(record["text"])
+    return texts
+

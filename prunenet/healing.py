@@ -1,0 +1,444 @@
+"""Self-distillation healing: train a sliced model to follow its original again, with no user data.
+
+    text = teacher_text(teacher, tokenizer, sequences=256, length=128, seed=1)
+    report = heal(student, teacher, text, HealConfig(tokens=32768))
+
+The student (the compressed model) learns the teacher's (the original's) next-token distributions by
+minimising KL(teacher || student), averaged over predicted positions, on text the teacher writes itself:
+that text is already on the teacher's distribution, so no corpus is needed and nothing of the user's is
+seen. Only the parameter groups of `HealConfig.train` change (by default the FFN matrices, which slicing
+changed, and every norm, which sets the scale each block reads); the student is trained in place.
+
+Two ways to get the teacher's targets: its full logits, computed under no_grad for every batch
+(`top_k=0`), or its top-k log-probabilities plus the log of the remaining mass, computed once for the
+whole text (`teacher_targets`) and reusable across students. The reduced form compares the two
+distributions on k + 1 outcomes (the top-k tokens and "any other token"); by the log-sum inequality its
+KL never exceeds the full KL, and it equals it when the teacher puts no mass outside its top k.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Literal, get_args
+
+import torch
+
+Train = Literal["ffn_norms", "ffn", "norms", "all"]
+Schedule = Literal["cosine", "constant"]
+TRAIN_CHOICES: tuple[str, ...] = get_args(Train)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+# Names that Hugging Face decoder layers give their FFN block ("mlp" for Llama, Qwen, Gemma, Phi...).
+FFN_MODULES = ("mlp", "feed_forward", "ffn")
+DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is sampled again
+TEXT_BATCH = 64  # sequences sampled together: on a CPU, 64 writes ~1.6x the tokens per second of 16
+
+
+@dataclass(frozen=True)
+class HealConfig:
+    """How the student is trained. `steps` = tokens // (batch_size * length), each step one batch."""
+
+    tokens: int = 32768  # training tokens, repeats counted: the text is cycled when shorter than this
+    length: int = 128  # tokens per training sequence; the text's rows are cut into pieces of this length
+    batch_size: int = 4  # sequences per optimizer step
+    lr: float = 1e-4  # AdamW peak learning rate
+    schedule: Schedule = "cosine"  # cosine decay from lr towards 0 over the steps, or constant lr
+    warmup_steps: int = 0  # linear warm-up steps before the schedule
+    weight_decay: float = 0.0  # AdamW decoupled decay; 0 keeps the pull towards the teacher alone
+    max_grad_norm: float | None = 1.0  # gradient clipping over the trained parameters; None: no clipping
+    train: Train = "ffn_norms"  # which parameters train: FFN matrices + norms, FFN, norms, or all
+    top_k: int = 0  # 0: the teacher's full logits per batch; k > 0: cached top-k log-probs + the rest mass
+    seed: int = 0  # the order of the sequences; same seed, same text -> identical weights
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.batch_size * self.length)
+
+    def validate(self) -> HealConfig:
+        for name in ("tokens", "length", "batch_size", "warmup_steps", "top_k", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"heal {name} must be an int, got {type(value).__name__} {value!r}")
+        for name in ("lr", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if name == "max_grad_norm" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"heal {name} must be a number, got {type(value).__name__} {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"heal {name}={value!r} must be finite")
+        if self.length < 2:
+            raise ValueError(f"heal length={self.length!r} must be at least 2 tokens (one to predict)")
+        if self.batch_size < 1:
+            raise ValueError(f"heal batch_size={self.batch_size!r} must be at least 1")
+        if self.tokens < self.batch_size * self.length:
+            raise ValueError(f"heal tokens={self.tokens!r} is less than one step of batch_size x length = "
+                             f"{self.batch_size} x {self.length} = {self.batch_size * self.length}")
+        if self.lr <= 0:
+            raise ValueError(f"heal lr={self.lr!r} must be positive")
+        if self.weight_decay < 0:
+            raise ValueError(f"heal weight_decay={self.weight_decay!r} must not be negative")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"heal max_grad_norm={self.max_grad_norm!r} must be positive (or None: no clipping)")
+        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+            raise ValueError(f"heal warmup_steps={self.warmup_steps!r} must be in [0, steps={self.steps})")
+        if self.top_k < 0:
+            raise ValueError(f"heal top_k={self.top_k!r} must be 0 (full logits) or positive")
+        if self.train not in TRAIN_CHOICES:
+            raise ValueError(f"heal train={self.train!r} is not one of {', '.join(TRAIN_CHOICES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"heal schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        return self
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step `step` (0-based): warm-up, then cosine or constant."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
+        if self.schedule == "constant":
+            return self.lr
+        # The first step after warm-up uses the full lr and the last a small but non-zero one.
+        done = (step - self.warmup_steps) / (self.steps - self.warmup_steps)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """The teacher's reduced next-token distributions at every predicted position of every sequence.
+
+    indices, logprobs: (S, L - 1, k) its k most likely tokens and their log-probabilities; rest: (S, L - 1)
+    the log of the mass on every other token (computed from the logits, not as 1 - sum, so it stays exact
+    when tiny). Position t predicts token t + 1 of sequence s of `chunks(tokens, L)`.
+    """
+
+    indices: torch.Tensor
+    logprobs: torch.Tensor
+    rest: torch.Tensor
+
+    @property
+    def top_k(self) -> int:
+        return self.indices.shape[-1]
+
+    def batch(self, rows: torch.Tensor, device: torch.device) -> TeacherTargets:
+        return TeacherTargets(self.indices[rows].to(device, torch.long), self.logprobs[rows].to(device),
+                              self.rest[rows].to(device))
+
+
+def chunks(tokens: torch.Tensor, length: int) -> torch.Tensor:
+    """The (N, T) text cut into (N * (T // length), length) sequences; each row's remainder is dropped.
+
+    Pieces after the first start mid-text, with no BOS, as evaluation windows cut from a document do.
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        raise TypeError(f"tokens must be a 2-D (sequences, length) tensor, got "
+                        f"{type(tokens).__name__} {tuple(getattr(tokens, 'shape', ()))}")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must hold integer token ids, got dtype {tokens.dtype}")
+    if tokens.shape[1] < length:
+        raise ValueError(f"the text's sequences hold {tokens.shape[1]} tokens, fewer than length={length}")
+    per_row = tokens.shape[1] // length
+    return tokens[:, : per_row * length].reshape(-1, length).long()
+
+
+def parameter_groups(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Parameter names by group: "ffn" (inside an FFN block), "norms" (of any *Norm module), "other"."""
+    groups: dict[str, list[str]] = {"ffn": [], "norms": [], "other": []}
+    owner: dict[int, str] = {}
+    for module_name, module in model.named_modules():
+        parts = module_name.split(".")
+        is_ffn = any(part in FFN_MODULES for part in parts)
+        is_norm = "norm" in type(module).__name__.lower()
+        for name, param in module.named_parameters(prefix=module_name, recurse=False):
+            if id(param) in owner:  # tied weights (embedding = LM head) count once, under the first name
+                continue
+            group = "ffn" if is_ffn and not is_norm else "norms" if is_norm else "other"
+            owner[id(param)] = group
+            groups[group].append(name)
+    return groups
+
+
+def trained_names(model: torch.nn.Module, train: str) -> list[str]:
+    groups = parameter_groups(model)
+    chosen = {"ffn_norms": ("ffn", "norms"), "ffn": ("ffn",), "norms": ("norms",),
+              "all": ("ffn", "norms", "other")}[train]
+    names = [name for group in chosen for name in groups[group]]
+    if not names:
+        raise ValueError(f"train={train!r} selects no parameter of this model (no FFN block named one of "
+                         f"{FFN_MODULES} or no *Norm module)")
+    return names
+
+
+def reduced_kl(student_logits: torch.Tensor, targets: TeacherTargets) -> torch.Tensor:
+    """Per position, KL over {top-k tokens, any other token} of teacher || student; (..., ) float32."""
+    logits = student_logits.float()
+    total = torch.logsumexp(logits, dim=-1)
+    top = logits.gather(-1, targets.indices) - total[..., None]
+    # The student's log-mass outside the teacher's top k, from the logits with those k masked out.
+    rest = torch.logsumexp(logits.scatter(-1, targets.indices, float("-inf")), dim=-1) - total
+    p_top = targets.logprobs.exp()
+    p_rest = targets.rest.exp()
+    return (p_top * (targets.logprobs - top)).sum(-1) + p_rest * (targets.rest - rest)
+
+
+def full_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Per position, KL(teacher || student) over the whole vocabulary; (..., ) float32."""
+    log_q = torch.log_softmax(student_logits.float(), dim=-1)
+    log_p = torch.log_softmax(teacher_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _logits(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token logits of positions 0..L-2 of a (B, L) batch: (B, L - 1, V)."""
+    return model(input_ids=batch, use_cache=False).logits[:, :-1]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def teacher_targets(teacher: torch.nn.Module, tokens: torch.Tensor, length: int, top_k: int,
+                    batch_size: int = 4, progress: bool = False) -> TeacherTargets:
+    """The teacher's top-k targets for every sequence of `chunks(tokens, length)`, computed once."""
+    from tqdm.auto import tqdm
+
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k={top_k!r} must be a positive int")
+    sequences = chunks(tokens, length)
+    vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
+    if vocab is not None and top_k >= vocab:
+        raise ValueError(f"top_k={top_k!r} must be below the vocabulary size {vocab} (use top_k=0 for full logits)")
+    device, was_training = _device(teacher), teacher.training
+    teacher.eval()
+    indices, logprobs, rest = [], [], []
+    try:
+        for batch in tqdm(sequences.split(batch_size), desc="teacher top-k", unit="batch", disable=not progress):
+            log_p = torch.log_softmax(_logits(teacher, batch.to(device)).float(), dim=-1)
+            values, where = log_p.topk(top_k, dim=-1)
+            indices.append(where.to("cpu", torch.int32))
+            logprobs.append(values.cpu())
+            rest.append(torch.logsumexp(log_p.scatter(-1, where, float("-inf")), dim=-1).cpu())
+    finally:
+        teacher.train(was_training)
+    return TeacherTargets(torch.cat(indices), torch.cat(logprobs), torch.cat(rest))
+
+
+@torch.no_grad()
+def distill_kl(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tensor, length: int | None = None,
+               batch_size: int = 4) -> float:
+    """Mean KL(teacher || student) per predicted position over the text (e.g. held-out teacher text)."""
+    sequences = chunks(tokens, length or tokens.shape[1])
+    device, modes = _device(student), (student.training, teacher.training)
+    student.eval(), teacher.eval()
+    total, count = 0.0, 0
+    try:
+        for batch in sequences.split(batch_size):
+            batch = batch.to(device)
+            kl = full_kl(_logits(student, batch), _logits(teacher, batch.to(_device(teacher))).to(device))
+            total += kl.double().sum().item()
+            count += kl.numel()
+    finally:
+        student.train(modes[0]), teacher.train(modes[1])
+    return total / count
+
+
+def _order(sequences: int, needed: int, seed: int) -> Iterator[torch.Tensor]:
+    """Sequence indices, a fresh seeded permutation every pass over the text, `needed` in all."""
+    generator = torch.Generator().manual_seed(seed)
+    left = needed
+    while left > 0:
+        perm = torch.randperm(sequences, generator=generator)[:left]
+        left -= len(perm)
+        yield perm
+
+
+def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tensor, config: HealConfig,
+         progress: bool = False, targets: TeacherTargets | None = None) -> dict:
+    """Train `student` in place towards `teacher` on `tokens` (N, T); return a report.
+
+    AdamW in the student's own dtype, which must be float32 (bf16 weights would round most small updates
+    away). The teacher runs under no_grad on the student's device. With `config.top_k` > 0 the reduced
+    targets are computed once up front, or taken from `targets` (from `teacher_targets` with the same
+    text, length and top_k), so several students can share one teacher pass.
+    Report: steps, tokens (trained, repeats counted), epochs over the text, seconds (training),
+    teacher_seconds (the up-front top-k pass), kl_first (the first batch before any update), kl_last (the
+    last batch), kl_steps (every step's batch KL; reduced KL when top_k > 0), trained_parameters.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(config, HealConfig):
+        raise TypeError(f"config must be a HealConfig, got {type(config).__name__}")
+    config.validate()
+    sequences = chunks(tokens, config.length)
+    floating = {p.dtype for p in student.parameters() if p.is_floating_point()}
+    if floating != {torch.float32}:
+        raise TypeError(f"heal trains the student in float32; its parameters are {sorted(map(str, floating))} "
+                        "(load it with dtype=torch.float32)")
+    device = _device(student)
+    vocab = student.get_output_embeddings().weight.shape[0] if student.get_output_embeddings() is not None else None
+    if config.top_k and vocab is not None and config.top_k >= vocab:
+        raise ValueError(f"heal top_k={config.top_k!r} must be below the vocabulary size {vocab}")
+    teacher_seconds = 0.0
+    if config.top_k:
+        if targets is None:
+            start = time.perf_counter()
+            targets = teacher_targets(teacher, tokens, config.length, config.top_k, config.batch_size, progress)
+            teacher_seconds = time.perf_counter() - start
+        elif targets.indices.shape[:2] != (sequences.shape[0], config.length - 1) or targets.top_k != config.top_k:
+            raise ValueError(f"targets of shape {tuple(targets.indices.shape)} do not match the text's "
+                             f"({sequences.shape[0]}, {config.length - 1}, {config.top_k})")
+    elif targets is not None:
+        raise ValueError("targets were given but config.top_k=0 asks for the teacher's full logits")
+
+    names = set(trained_names(student, config.train))
+    flags = {name: p.requires_grad for name, p in student.named_parameters()}
+    params = []
+    for name, param in student.named_parameters():  # tied weights appear once, under their first name
+        param.requires_grad_(name in names)
+        if name in names:
+            params.append(param)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    modes = (student.training, teacher.training)
+    # No dropout and a fixed teacher: the student follows one deterministic function, reproducibly.
+    student.eval(), teacher.eval()
+    needed = config.steps * config.batch_size
+    order = torch.cat(list(_order(sequences.shape[0], needed, config.seed)))
+    kl_steps: list[float] = []
+    bar = tqdm(total=config.steps, desc=f"heal ({config.train})", unit="step", disable=not progress)
+    start = time.perf_counter()
+    try:
+        for step in range(config.steps):
+            rows = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = sequences[rows].to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(step)
+            logits = _logits(student, batch)
+            if config.top_k:
+                kl = reduced_kl(logits, targets.batch(rows, device))
+            else:
+                with torch.no_grad():
+                    reference = _logits(teacher, batch.to(_device(teacher))).to(device)
+                kl = full_kl(logits, reference)
+                del reference
+            loss = kl.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            kl_steps.append(loss.item())
+            recent = kl_steps[-10:]
+            bar.set_postfix(kl=f"{sum(recent) / len(recent):.4f}", refresh=False)
+            bar.update()
+            del logits, kl, loss
+    finally:
+        bar.close()
+        optimizer.zero_grad(set_to_none=True)
+        for name, param in student.named_parameters():
+            param.requires_grad_(flags[name])
+        student.train(modes[0]), teacher.train(modes[1])
+    seconds = time.perf_counter() - start
+    trained_tokens = needed * config.length
+    return {
+        "config": config.as_dict(),
+        "steps": config.steps,
+        "tokens": trained_tokens,
+        "text_sequences": sequences.shape[0],
+        "epochs": round(needed / sequences.shape[0], 3),
+        "seconds": round(seconds, 2),
+        "teacher_seconds": round(teacher_seconds, 2),
+        "tokens_per_second": round(trained_tokens / seconds, 1) if seconds > 0 else None,
+        "kl_first": kl_steps[0],
+        "kl_last": kl_steps[-1],
+        "kl_steps": [round(v, 5) for v in kl_steps],
+        "kl_kind": f"reduced (top-{config.top_k} + rest)" if config.top_k else "full",
+        "trained_parameters": sum(p.numel() for p in params),
+        "trained_tensors": len(params),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _eos_ids(teacher: torch.nn.Module, tokenizer) -> list[int]:
+    """Every end-of-sequence id the tokenizer or the model's generation config knows."""
+    ids = set()
+    for source in (getattr(tokenizer, "eos_token_id", None),
+                   getattr(getattr(teacher, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    return sorted(ids)
+
+
+def _distinct_share(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([row.unique().numel() / row.numel() for row in tokens])
+
+
+@torch.no_grad()
+def teacher_text(teacher: torch.nn.Module, tokenizer, sequences: int, length: int, seed: int,
+                 progress: bool = False, batch_size: int = TEXT_BATCH) -> torch.Tensor:
+    """(sequences, length) int64 tokens the teacher samples itself: temperature 1, no top-k or top-p.
+
+    Each sequence starts from the tokenizer's BOS, so the model picks its own first word; without a BOS,
+    from a random non-special token. End-of-sequence is suppressed, so every sequence is full length.
+    Sequences whose distinct-token share is below DEGENERATE_SHARE are sampled again, once. Seeded: the
+    same seed and batch_size give the same text on the same machine.
+    """
+    from tqdm.auto import tqdm
+
+    for name, value, minimum in (("sequences", sequences, 1), ("length", length, 2), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"teacher_text {name} must be an int, got {type(value).__name__} {value!r}")
+        if value < minimum:
+            raise ValueError(f"teacher_text {name}={value!r} must be at least {minimum}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"teacher_text seed must be an int, got {type(seed).__name__} {seed!r}")
+    device, was_training = _device(teacher), teacher.training
+    teacher.eval()
+    generator = torch.Generator().manual_seed(seed)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        special = set(tokenizer.all_special_ids)
+        ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    eos = _eos_ids(teacher, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    bar = tqdm(total=sequences * length, desc="teacher text", unit="tok", disable=not progress)
+
+    def sample(count: int) -> torch.Tensor:
+        rows = []
+        for start in range(0, count, batch_size):
+            size = min(batch_size, count - start)
+            if bos is not None:
+                first = torch.full((size, 1), bos, dtype=torch.long)
+            else:
+                first = ordinary[torch.randint(len(ordinary), (size, 1), generator=generator)]
+            # generate() samples from the global generator: fork it so the caller's stream is untouched.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                out = teacher.generate(
+                    first.to(device), attention_mask=torch.ones_like(first, device=device), do_sample=True,
+                    temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=length - 1, min_new_tokens=length - 1,
+                    eos_token_id=eos or None, pad_token_id=pad,
+                )
+            rows.append(out[:, :length].cpu())
+            bar.update(size * length)
+        return torch.cat(rows)
+
+    try:
+        tokens = sample(sequences)
+        bad = (_distinct_share(tokens) < DEGENERATE_SHARE).nonzero().flatten()
+        if len(bad):
+            bar.total += len(bad) * length
+            tokens[bad] = sample(len(bad))
+    finally:
+        bar.close()
+        teacher.train(was_training)
+    return tokens.long()
+
+
+__all__ = ["HealConfig", "TeacherTargets", "chunks", "distill_kl", "full_kl", "heal", "parameter_groups",
+           "reduced_kl", "teacher_targets", "teacher_text", "trained_names"]
