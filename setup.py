@@ -31,6 +31,7 @@ setup(
         "eval": ["lm-eval>=0.4.5"],
         "plot": ["matplotlib>=3.7"],
         "farm": ["ray>=2.9", "tomli>=2; python_version < '3.11'"],
+        "dev": ["ruff>=0.6", "mypy>=1.10", "pre-commit>=3"],
     },
     entry_points={"console_scripts": ["prunenet=prunenet.cli:main"]},
 )

@@ -18,12 +18,11 @@ import torch
 from scipy import stats
 
 from prunenet.model import open_model
-from prunenet.model.ffn_map import load_scored
+from prunenet.model.ffn_map import SlicePlan, load_scored
+from prunenet.ratios import kept_width
 from prunenet.selectors.policy.network import Policy
 from prunenet.selectors.policy.rewards import make_reward
-from prunenet.ratios import kept_width
 from prunenet.selectors.sampling import logistic_noise, sample_rows
-from prunenet.model.ffn_map import SlicePlan
 
 
 def sample_actions(weights: torch.Tensor, k: int, count: int) -> list[torch.Tensor]:
@@ -49,8 +48,8 @@ def fidelity(weights: torch.Tensor, ratio: float, count: int) -> dict:
         rewards[engine] = torch.stack([reward(kept).cpu() for kept in actions])  # (actions, L)
         seconds[engine] = (time.perf_counter() - start) / count
     total = {e: r.sum(dim=1).numpy() for e, r in rewards.items()}
-    per_layer = [stats.spearmanr(rewards["exact"][:, l], rewards["topq"][:, l]).statistic
-                 for l in range(weights.shape[0])]
+    per_layer = [stats.spearmanr(rewards["exact"][:, layer], rewards["topq"][:, layer]).statistic
+                 for layer in range(weights.shape[0])]
     return {
         "shape": list(weights.shape), "ratio": ratio, "actions": count,
         "spearman_total_reward": float(stats.spearmanr(total["exact"], total["topq"]).statistic),

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 import prunenet
-from prunenet.model.embedded import DEFAULT_MODEL, resolve_model
 from prunenet.eval import evaluate
 from prunenet.eval.table import fmt, markdown
 from prunenet.eval.throughput import machine
+from prunenet.model import resolve_model
+from prunenet.model.embedded import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

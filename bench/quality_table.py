@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 import prunenet
-from prunenet.model.embedded import DEFAULT_MODEL
 from prunenet.eval import evaluate
 from prunenet.eval.table import fmt, markdown
 from prunenet.eval.throughput import machine
+from prunenet.model.embedded import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_LABEL = "activation + lsq (default)"

@@ -13,16 +13,15 @@ import os
 import time
 from pathlib import Path
 
+import paper_reference
 import pytest
 import torch
 
 import prunenet_kernels as K
 from prunenet.config import FitConfig
-from prunenet.selectors.policy.fit import train_policy
 from prunenet.ratios import kept_width
 from prunenet.selectors import select_rows
-
-import paper_reference
+from prunenet.selectors.policy.fit import train_policy
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DEVICE_NAME = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"

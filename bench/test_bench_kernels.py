@@ -16,8 +16,8 @@ Benchmarks are grouped by op, so the two backends of one op print side by side.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch

@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import tiny_tokenizer
 
 from prunenet.model.checkpoint import Checkpoint
-from tiny_models import tiny_tokenizer
 
 GIB = 1024**3
 MIB = 1024**2

@@ -1,8 +1,8 @@
 """The Python API: `fit`, `score`, `compress` and `info`, mirroring the CLI commands of the same names.
 
-Each function takes the model (a local folder or the embedded model's alias), where its outputs go, and
-the options of `config.py` as keyword arguments; it checks everything it can before any heavy work, and
-returns (and optionally writes as JSON) a report of what it did. `compress` reads as the method:
+Each function takes the model (a local folder, the embedded model's alias or a Hugging Face Hub id), where
+its outputs go, and the options of `config.py` as keyword arguments; it checks everything it can before any
+heavy work, and returns (and optionally writes as JSON) a report of what it did. `compress` reads as the method:
 
     validate -> open the model -> select rows (weights, or probes and their statistics) -> repair -> write
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -76,13 +77,13 @@ class _Start:
         return {"name": str(model), **describe(self.checkpoint, self.family, self.plan)}
 
 
-def _start(model, json_path, device: str, progress: bool) -> _Start:
+def _start(model, revision: str | None, json_path, device: str, progress: bool) -> _Start:
     """Check the report path, pick the device, open the model (timed as "resolve")."""
     json_path = check_json_path(json_path)
     dev = resolve_device(device)
     timer = PhaseTimer(dev)
     with timer.phase("resolve"):
-        checkpoint, family = open_model(model, progress)
+        checkpoint, family = open_model(model, progress, revision)
     return _Start(json_path, dev, timer, checkpoint, family, SlicePlan(checkpoint, family))
 
 
@@ -98,6 +99,7 @@ def fit(
     ratio: float = 0.3,
     *,
     out: str | os.PathLike | None = None,
+    revision: str | None = None,
     overwrite: bool = False,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
@@ -108,7 +110,7 @@ def fit(
     config = FitConfig.from_options(options)
     if out is not None:
         check_output(out, overwrite)
-    start = _start(model, json_path, config.device, progress)
+    start = _start(model, revision, json_path, config.device, progress)
     with start.timer.phase("load"):
         weights = load_scored(start.checkpoint, start.plan, start.device)
     with start.timer.phase("fit"):
@@ -134,7 +136,7 @@ class _Selection:
     ratios: list[float]
 
     @classmethod
-    def plan(cls, options: dict, ratios: list[float]) -> "_Selection":
+    def plan(cls, options: dict, ratios: list[float]) -> _Selection:
         config = CompressConfig.from_options(options)
         selector = make_selector(config.selector, config.method, config.seed)
         stored = selector.stored_scores(config.scores) if config.scores is not None else None
@@ -161,7 +163,8 @@ class _Selection:
         return get_probes(start.checkpoint, self.config.probes, self.config.seed, cache_root(), start.device,
                           progress)
 
-    def rows(self, start: _Start, widths: dict[float, int], overwrite: bool, progress: bool) -> tuple[ProbeSelection, Probes | None]:
+    def rows(self, start: _Start, widths: dict[float, int], overwrite: bool,
+             progress: bool) -> tuple[ProbeSelection, Probes | None]:
         """The kept rows of every sliced ratio and the repaired output matrices; and the probes used."""
         timer = start.timer
         with timer.phase("load"):
@@ -212,6 +215,7 @@ def compress(
     ratio: float | None = None,
     *,
     ratios: Sequence[float] | str | None = None,
+    revision: str | None = None,
     overwrite: bool = False,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
@@ -233,7 +237,7 @@ def compress(
     outputs = output_paths(out, all_ratios)
     check_outputs(Path(out), outputs, overwrite)
 
-    start = _start(model, json_path, config.device, progress)
+    start = _start(model, revision, json_path, config.device, progress)
     widths = {r: kept_width(start.plan.n, r, config.align) for r in all_ratios}  # every ratio leaves rows
     chosen, probe_set = selection.rows(start, widths, overwrite, progress)
     before = describe(start.checkpoint, start.family, start.plan)
@@ -268,6 +272,7 @@ def score(
     model: str | os.PathLike = DEFAULT_MODEL,
     out: str | os.PathLike | None = None,
     *,
+    revision: str | None = None,
     overwrite: bool = False,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
@@ -286,10 +291,11 @@ def score(
     config, selector = selection.config, selection.selector
     if selector.trains_policy:
         fit_options = {k: v for k, v in config.to_options().items() if k in {s.keyword for s in FitConfig.specs()}}
-        result = fit(model, selector.training_ratio([]), out=out, overwrite=overwrite, json_path=json_path, progress=progress, **fit_options)
+        result = fit(model, selector.training_ratio([]), out=out, revision=revision, overwrite=overwrite,
+                     json_path=json_path, progress=progress, **fit_options)
         return {**result.report, "command": "score", "selector": config.selector, "scores": str(out)}
     check_output(out, overwrite)
-    start = _start(model, json_path, config.device, progress)
+    start = _start(model, revision, json_path, config.device, progress)
     probe_set = None
     with start.timer.phase("score"):
         if isinstance(selector, StatisticsSelector):
@@ -314,12 +320,12 @@ def score(
     })
 
 
-def info(target: str | os.PathLike = DEFAULT_MODEL) -> dict:
-    """What a model (folder or alias) or a saved policy file holds."""
+def info(target: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None) -> dict:
+    """What a model (folder, alias or Hub id) or a saved policy file holds."""
     if isinstance(target, (str, os.PathLike)) and str(target).endswith(".safetensors") and Path(target).is_file():
         policy = load_policy(target)
         return {"kind": "policy", "path": str(target), "n": policy.n, "h": policy.h, **policy.metadata}
-    checkpoint, family = open_model(target, progress=True)  # a first use of the embedded model says so
+    checkpoint, family = open_model(target, True, revision)  # a first use of the embedded model says so
     return {"kind": "model", "name": str(target), **describe(checkpoint, family)}
 
 

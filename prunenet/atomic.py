@@ -15,9 +15,10 @@ import re
 import shutil
 import signal
 import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+
 
 class OutputExists(ValueError):
     """An output that exists and may not be replaced (the CLI words the remedy as its flag, --overwrite)."""

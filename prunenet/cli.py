@@ -20,11 +20,14 @@ from .config import CompressConfig, FitConfig, OptionSpec
 from .eval.cli import EVAL_COMMANDS, add_eval_parser, run_eval
 from .farm.cli import FARM_COMMANDS, add_farm_parser, run_farm
 from .model.embedded import CACHE_ENV, DEFAULT_MODEL, EMBEDDED
+from .progress import quiet_library_bars
 
 EPILOG = f"""\
-MODEL is a local Hugging Face folder (safetensors weights) or the alias of an embedded model
-({', '.join(sorted(EMBEDDED))}); its first use dequantises it once (30-45 s on 2 CPU cores) into the cache
-folder ${CACHE_ENV}, else $XDG_CACHE_HOME/prunenet, else ~/.cache/prunenet.
+MODEL is a local Hugging Face folder (safetensors weights), the alias of an embedded model
+({', '.join(sorted(EMBEDDED))}), or a Hugging Face Hub id (org/name): read from the local Hub cache
+($HF_HUB_CACHE or $HF_HOME), else downloaded into it (config, safetensors weights, tokenizer and generation
+files only; HF_HUB_OFFLINE=1 never downloads). The embedded model's first use dequantises it once (30-45 s
+on 2 CPU cores) into ${CACHE_ENV}, else $XDG_CACHE_HOME/prunenet, else ~/.cache/prunenet.
 """
 DESCRIPTION = ("Structured compression of LLM FFNs with no user data: rows ranked by their activations on text "
                "the model writes itself, output matrices refitted by least squares; the paper's method "
@@ -78,12 +81,15 @@ def _add_reporting(parser: argparse.ArgumentParser) -> None:
                         help="print nothing but errors: no progress bars, no summary (--json keeps the report)")
 
 
-def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model folder or alias (default {DEFAULT_MODEL})")
+def _add_model(parser: argparse.ArgumentParser, name: str = "model") -> None:
+    parser.add_argument(name, nargs="?", default=DEFAULT_MODEL,
+                        help=f"model folder, alias or Hugging Face Hub id (default {DEFAULT_MODEL})")
+    parser.add_argument("--revision", help="Hub ids: the branch, tag or commit (default: the main branch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunenet", description=DESCRIPTION, epilog=EPILOG, formatter_class=_FORMATTER)
+    parser = argparse.ArgumentParser(prog="prunenet", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=_FORMATTER)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     comp = commands.add_parser(
@@ -93,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "output matrices are refitted on it; several ratios share one ranking. The paper's policy: "
                     "--selector prunenet (trained first unless --policy is given).")
     _add_model(comp)
-    comp.add_argument("--out", required=True, help="output folder; with --ratios, a folder holding ratio-R/ for each ratio")
+    comp.add_argument("--out", required=True,
+                      help="output folder; with --ratios, a folder holding ratio-R/ for each ratio")
     which = comp.add_mutually_exclusive_group(required=True)
     which.add_argument("--ratio", type=float, help=_ratio_help("compression ratio"))
     which.add_argument("--ratios", help="several ratios, comma-separated (e.g. 0.1,0.2,0.3), from one ranking")
@@ -125,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inf = commands.add_parser("info", help="describe a model or a saved policy",
                               description="Print what a model folder/alias or a policy file holds, as JSON.")
-    inf.add_argument("target", nargs="?", default=DEFAULT_MODEL, help="model folder, alias, or policy .safetensors")
+    _add_model(inf, "target")
     add_eval_parser(commands)
     add_farm_parser(commands)
     return parser
@@ -165,11 +172,11 @@ def run(args: argparse.Namespace) -> dict:
     from . import api
 
     if args.command == "info":
-        report = api.info(args.target)
+        report = api.info(args.target, args.revision)
         print(json.dumps(report, indent=2))
         return report
     progress = not args.quiet
-    outputs = dict(overwrite=args.overwrite, json_path=args.json_path, progress=progress)
+    outputs = dict(revision=args.revision, overwrite=args.overwrite, json_path=args.json_path, progress=progress)
     if args.command == "fit":
         report = api.fit(args.model, args.ratio, out=args.out, **outputs, **given_options(args, FitConfig)).report
         _print_fit(report["fit"])
@@ -215,6 +222,7 @@ def _silenced(quiet: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_library_bars()
     try:
         with _silenced(getattr(args, "quiet", False)):
             run(args)

@@ -17,9 +17,10 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
 
 DEFAULT_PROBE_LENGTH = 128  # tokens per probe sequence unless asked, or the model's context if shorter
 SELF = "self"  # probe source: text the model writes itself
@@ -213,7 +214,7 @@ class CompressConfig(Config):
                       for name, selector in SELECTORS.items() for spec in selector.options.specs()]
 
     @classmethod
-    def _build(cls, options: Mapping[str, Any]) -> "CompressConfig":
+    def _build(cls, options: Mapping[str, Any]) -> CompressConfig:
         from .selectors import SELECTORS
 
         selector = options.get("selector", cls.selector)
@@ -229,9 +230,9 @@ class CompressConfig(Config):
         return replace(config, method=method._build({k: v for k, v in options.items() if k in mine}))
 
     def check(self) -> None:
+        from .calibration.driver import MODES
         from .repairs import REPAIRS
         from .selectors import SELECTORS
-        from .calibration.driver import MODES
 
         for what, value, registry in (("selector", self.selector, SELECTORS), ("repair", self.repair, REPAIRS),
                                       ("statistics", self.statistics, MODES)):

@@ -30,8 +30,9 @@ Schedule = Literal["cosine", "constant"]
 TRAIN_CHOICES: tuple[str, ...] = get_args(Train)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
-# Names that Hugging Face decoder layers give their FFN block ("mlp" for Llama, Qwen, Gemma, Phi...).
-FFN_MODULES = ("mlp", "feed_forward", "ffn")
+# Names that Hugging Face decoder layers give their FFN block ("mlp" for Llama, Qwen, Gemma, Phi, Falcon,
+# GPT-NeoX) or its matrices where the layer holds them itself (OPT's fc1 and fc2).
+FFN_MODULES = ("mlp", "feed_forward", "ffn", "fc1", "fc2")
 DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is sampled again
 TEXT_BATCH = 64  # sequences sampled together: on a CPU, 64 writes ~1.6x the tokens per second of 16
 
@@ -279,7 +280,8 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
         raise TypeError(f"heal trains the student in float32; its parameters are {sorted(map(str, floating))} "
                         "(load it with dtype=torch.float32)")
     device = _device(student)
-    vocab = student.get_output_embeddings().weight.shape[0] if student.get_output_embeddings() is not None else None
+    head = getattr(student, "get_output_embeddings", lambda: None)()
+    vocab = head.weight.shape[0] if head is not None else None
     if config.top_k and vocab is not None and config.top_k >= vocab:
         raise ValueError(f"heal top_k={config.top_k!r} must be below the vocabulary size {vocab}")
     teacher_seconds = 0.0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def check_ratio(ratio: float) -> float:
@@ -19,7 +19,7 @@ def parse_ratios(ratio: float | None, ratios: Sequence[float] | str | None) -> l
     """Exactly one of a ratio and a list of ratios (or a comma-separated string of them), checked."""
     if (ratio is None) == (ratios is None):
         raise ValueError("give exactly one of ratio (--ratio) and ratios (--ratios)")
-    if ratios is None:
+    if ratio is not None:
         return [check_ratio(ratio)]
     if isinstance(ratios, str):
         try:

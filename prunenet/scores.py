@@ -1,9 +1,10 @@
 """Scores files: a model's row ranking saved once, then sliced at any ratio (`score`, `compress --scores`).
 
 For a selector that trains a policy (the paper's), a scores file is that policy (`selectors/policy/`).
-For every other selector it is a safetensors file holding `priority` (L, n), the keep priority of every row of every layer (the
-rows kept at width k are each layer's top k), the probe tokens the ranking was made on (so a later
-repair reuses them without generating again), and metadata naming the selector and the model.
+For every other selector it is a safetensors file holding `priority` (L, n), the keep priority of every
+row of every layer (the rows kept at width k are each layer's top k), the probe tokens the ranking was
+made on (so a later repair reuses them without generating again), and metadata naming the selector and
+the model.
 """
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import atomic_folder
 from .model.checkpoint import CONFIG, DTYPES, INDEX, Checkpoint, write_json, write_safetensors
 from .model.ffn_map import SlicePlan
+from .progress import progress_bar
 
 PROVENANCE = "prunenet.json"
 # Converted by --dtype; float8 tensors are quantised data (with scales beside them) and stay as they are.
@@ -53,7 +53,7 @@ def write_compressed(
     total_bytes = total_parameters = 0
     with atomic_folder(out, overwrite) as tmp:
         names = [name for shard in checkpoint.shards for name in checkpoint.headers[shard]]
-        bar = tqdm(total=len(names), desc=f"write {out.name}", unit="tensor", disable=not progress)
+        bar = progress_bar(total=len(names), desc=f"write {out.name}", unit="tensor", disable=not progress)
         for shard in checkpoint.shards:
             header = checkpoint.headers[shard]
             layout = {

@@ -10,7 +10,7 @@ operands (x, y, and W upcast if narrower) with IEEE float32 dot products, so tha
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import triton
@@ -123,7 +123,8 @@ def _gathered_matmul_kernel(
         acc = tl.dot(a.to(tl.float32), x.to(tl.float32), acc, input_precision="ieee")
     i = tl.arange(0, BLOCK_M)
     out_ptr += layer * stride_ol + m0 * stride_om + n0 * stride_op
-    tl.store(out_ptr + i[:, None] * stride_om + j[None, :] * stride_op, acc, mask=(i[:, None] < size_m - m0) & j_ok[None, :])
+    mask = (i[:, None] < size_m - m0) & j_ok[None, :]
+    tl.store(out_ptr + i[:, None] * stride_om + j[None, :] * stride_op, acc, mask=mask)
 
 
 def _gathered_product(weights: torch.Tensor, kept: torch.Tensor, x: torch.Tensor, transposed: bool) -> torch.Tensor:

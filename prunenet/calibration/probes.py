@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
 from ..config import DEFAULT_PROBE_LENGTH, SELF, ProbeConfig
 from ..devices import compute_dtype
 from ..model.checkpoint import CONFIG, Checkpoint
+from ..progress import progress_bar
 
 DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is thrown away
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -145,8 +145,8 @@ def generate(checkpoint: Checkpoint, tokenizer, options: ProbePlan, device: torc
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         raise ValueError(f"probe generation needs the whole model on {device} and it does not fit ({exc}); "
                          "pass a text file with --probes FILE") from None
-    bar = tqdm(total=options.sequences * options.length, desc="probes: the model writes its own text",
-               unit="tok", disable=not progress)
+    bar = progress_bar(total=options.sequences * options.length, desc="probes: the model writes its own text",
+                       unit="tok", disable=not progress)
 
     class _Progress(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):

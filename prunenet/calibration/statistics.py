@@ -12,15 +12,15 @@ layer sees the activations of the already-compressed layers before it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 import prunenet_kernels as K
 
 from ..model.families import Family
+from ..progress import progress_bar
 from .layer_stream import LayerStream
 
 
@@ -57,8 +57,8 @@ def statistics_pass(
 ) -> None:
     """Collect `LayerStats` of every layer and hand them to `decide`, layer by layer."""
     path = output_module_path(stream.family)
-    bar = tqdm(total=stream.num_layers, desc="statistics" + (" (sequential)" if sequential else ""),
-               unit="layer", disable=not progress)
+    bar = progress_bar(total=stream.num_layers, desc="statistics" + (" (sequential)" if sequential else ""),
+                       unit="layer", disable=not progress)
 
     def visit(index: int, layer: torch.nn.Module, forward: Callable[[], list[torch.Tensor]]) -> None:
         output = layer.get_submodule(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..devices import resolve_device
 from ..report import PhaseTimer, check_json_path, peak_rss_mb, save_report
@@ -105,13 +105,14 @@ def evaluate(
 
 def _throughput_bar(settings: ThroughputSettings | None, models: int, progress: bool):
     """A progress bar over every throughput run, after a line saying what runs and how to skip it."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     show = progress and settings is not None
     if show:
         print(f"throughput of {models} model(s): {settings.describe()} (--no-throughput skips this)",
               file=sys.stderr, flush=True)
-    return tqdm(total=settings.runs * models if settings else 0, desc="throughput", unit="run", disable=not show)
+    return progress_bar(total=settings.runs * models if settings else 0, desc="throughput", unit="run",
+                        disable=not show)
 
 
 def _throughput_settings(throughput: ThroughputSettings | bool) -> ThroughputSettings | None:

@@ -7,8 +7,8 @@ over predicted positions in float64 and averaged at the end (a token-weighted me
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ class Totals:
     agree: int = 0
     count: int = 0
 
-    def add(self, logprobs: torch.Tensor, targets: torch.Tensor, reference: "Reference | None" = None) -> None:
+    def add(self, logprobs: torch.Tensor, targets: torch.Tensor, reference: Reference | None = None) -> None:
         self.nll -= logprobs.gather(1, targets[:, None]).double().sum().item()
         self.count += targets.numel()
         if reference is not None:
@@ -50,7 +50,7 @@ class Reference:
     top1: torch.Tensor
 
     @classmethod
-    def of(cls, logprobs: torch.Tensor) -> "Reference":
+    def of(cls, logprobs: torch.Tensor) -> Reference:
         return cls(logprobs, logprobs.exp(), logprobs.argmax(dim=-1))
 
 
@@ -64,10 +64,10 @@ def next_token_logprobs(model: torch.nn.Module, window: torch.Tensor) -> torch.T
 def quality(models: Sequence[torch.nn.Module], names: Sequence[str], windows: Sequence[torch.Tensor],
             device: torch.device, progress: bool = False) -> list[dict]:
     """Statistics of every model; `models[0]` is the original that the others are compared with."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     totals = [Totals() for _ in models]
-    for window in tqdm(windows, desc="quality", unit="window", disable=not progress):
+    for window in progress_bar(windows, desc="quality", unit="window", disable=not progress):
         window = window.to(device)
         targets = window[0, 1:]
         original = next_token_logprobs(models[0], window)

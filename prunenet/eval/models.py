@@ -1,6 +1,6 @@
 """Loading the models to evaluate and describing them (size, FFN width, how prunenet made them).
 
-Models are local folders or the embedded model's alias (`prunenet.embedded.resolve_model`), loaded in
+Models are local folders, the embedded model's alias or Hub ids (`prunenet.model.resolve_model`), loaded in
 float32 with plain `AutoModelForCausalLM.from_pretrained`, exactly as a user of the output would.
 """
 from __future__ import annotations
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..model import open_model
-from ..model.embedded import resolve_model
+from ..model import open_model, resolve_model
 from ..model.ffn_map import describe
 from ..writer import PROVENANCE
 

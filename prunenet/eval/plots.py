@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 

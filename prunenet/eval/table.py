@@ -1,7 +1,7 @@
 """Markdown tables: readable on a terminal and pasteable into a README."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def markdown(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -8,7 +8,7 @@ built-in tasks come from the Hugging Face hub (or its cache); a local task (a YA
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

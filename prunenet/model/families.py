@@ -8,8 +8,8 @@ the FFN width. Tensor names are matched by suffix, so checkpoints saved with or 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True)

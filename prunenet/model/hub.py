@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+
 # The HTTP client's base error (requests, httpx or httpx2, by huggingface_hub version): some of its
 # transport errors, a refusing proxy or a connection dropped mid-file, are not OSErrors.
 from huggingface_hub.errors import HTTPError as ClientHTTPError
@@ -65,7 +66,7 @@ class HubModel:
 
 
 def looks_like_repo_id(name: str) -> bool:
-    """Whether `name` has the form of a Hub repo id, "org/name" or "name"; local paths like "./x", "/x" or "a/b/c" do not.
+    """Whether `name` has the form of a Hub repo id, "org/name" or "name" (not "./x", "/x" or "a/b/c").
 
     A bare "x" is also a valid folder name: a caller that accepts both should try the folder first.
     """

@@ -42,7 +42,7 @@ def refit_output(
     w, g = weight.double(), gram.double()
     cross = g[:, kept]  # G[:, K]
     system = cross[kept]  # G[K, K]
-    if bias is not None:
+    if bias is not None and sums is not None:
         s = sums.double()
         # Features [a_K, 1]: the system gains the sums and the count; the target W a + b gains b.
         system = torch.cat([torch.cat([system, s[kept, None]], 1),

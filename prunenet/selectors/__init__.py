@@ -36,11 +36,10 @@ def select_rows(weights: torch.Tensor, k: int, selector: str = "prunenet", polic
     if cls is PolicySelector:
         if policy is None:
             raise ValueError("selector 'prunenet' needs a policy")
-        chosen = PolicySelector(PolicyConfig(selection=mode).validate(), seed)
-        chosen.policy = policy
-    else:
-        chosen = cls(cls.options(), seed)
-    return chosen.rank(weights, [k]).rows(k)
+        with_policy = PolicySelector(PolicyConfig.from_options({"selection": mode}), seed)
+        with_policy.policy = policy
+        return with_policy.rank(weights, [k]).rows(k)
+    return cls(cls.options(), seed).rank(weights, [k]).rows(k)
 
 
 __all__ = ["SELECTORS", "Ranking", "Run", "Selector", "StatisticsSelector", "WeightSelector", "PolicyConfig",

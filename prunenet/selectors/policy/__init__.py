@@ -11,8 +11,8 @@ import torch
 
 import prunenet_kernels as K
 
-from ...config import FitConfig, TrainingConfig, option
 from ...atomic import check_output
+from ...config import FitConfig, TrainingConfig, option
 from ...ratios import check_ratio
 from ..base import Ranking, Run, WeightSelector
 from ..sampling import logistic_noise, sample_rows

@@ -19,9 +19,9 @@ import math
 from dataclasses import asdict
 
 import torch
-from tqdm.auto import tqdm
 
 from ...config import FitConfig
+from ...progress import progress_bar
 from ...ratios import kept_width
 from ..sampling import logistic_noise, sample_rows
 from .network import Policy
@@ -55,9 +55,11 @@ def train_policy(
     discounts = options.gamma ** torch.arange(L, dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(options.seed)
 
-    rewards, mean_ks = [], []
-    best_state, best_total = None, -math.inf
-    bar = tqdm(range(options.episodes), desc="fit", unit="episode", disable=not progress)
+    rewards: list[float] = []
+    mean_ks: list[float] = []
+    best_state: dict = {}
+    best_total, best_episode = -math.inf, 0
+    bar = progress_bar(range(options.episodes), desc="fit", unit="episode", disable=not progress)
     for _ in bar:
         noise = logistic_noise((L, n), generator, device)
         alpha, _, log_keep = policy.score(weights, noise)
@@ -76,7 +78,7 @@ def train_policy(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bar.set_postfix(reward=f"{total:.1f}", ks=f"{mean_ks[-1]:.4f}")
+        bar.set_postfix(reward=f"{total:.1f}", ks=f"{mean_ks[-1]:.4f}", refresh=False)  # drawn with the next step
 
     policy.load_state_dict(best_state)
     policy.metadata = {

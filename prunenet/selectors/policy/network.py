@@ -87,7 +87,8 @@ def load_policy(path: str | os.PathLike) -> Policy:
     except Exception as exc:
         raise ValueError(f"{str(path)!r} is not a prunenet policy file: {exc}") from None
     if METADATA_KEY not in header:
-        raise ValueError(f"{str(path)!r} is a safetensors file but not a prunenet policy (no {METADATA_KEY!r} metadata)")
+        raise ValueError(f"{str(path)!r} is a safetensors file but not a prunenet policy "
+                         f"(no {METADATA_KEY!r} metadata)")
     try:
         metadata = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
