@@ -7,7 +7,7 @@ matrices are refitted; the paper's method (PruneNet, ICLR 2025) is one option aw
     prunenet.compress("smollm2-135m", "./smol-30", ratio=0.3)                       # the default
     prunenet.compress("smollm2-135m", "./paper-30", ratio=0.3, selector="prunenet", repair="none")
 """
-from .api import FitResult, compress, fit, info, score
+from .api import FitResult, compress, fit, info, prune_, score
 from .config import CompressConfig, FitConfig, ProbeConfig
 from .farm import farm  # the function; its modules stay importable as prunenet.farm.<module>
 from .model.families import FAMILIES, family_for
@@ -20,7 +20,7 @@ FitOptions = FitConfig  # the name of earlier versions
 
 __all__ = [
     "FAMILIES", "SELECTORS", "CompressConfig", "FitConfig", "FitOptions", "FitResult", "Policy", "ProbeConfig",
-    "compress", "family_for", "farm", "fit", "info", "kept_width", "load_policy", "score", "select_rows",
+    "compress", "family_for", "farm", "fit", "info", "kept_width", "load_policy", "prune_", "score", "select_rows",
     "train_policy",
 ]
 __version__ = "0.1.0"

@@ -21,15 +21,16 @@ import prunenet_kernels as K
 
 from .atomic import atomic_write, check_output
 from .calibration.driver import MODES, ProbeSelection, select_on_probes
-from .calibration.layer_stream import LayerStream
-from .calibration.probes import Probes, get_probes, probe_batches
+from .calibration.layer_stream import CheckpointStream, LayerStream
+from .calibration.probes import Probes, get_probes, probe_batches, probes_of_model
 from .config import CompressConfig, Config, FitConfig
 from .devices import compute_dtype, resolve_device
 from .model import open_model
 from .model.checkpoint import Checkpoint
 from .model.embedded import DEFAULT_MODEL, cache_root
-from .model.families import Family
-from .model.ffn_map import SlicePlan, check_scored_finite, describe, load_scored
+from .model.families import Family, family_for
+from .model.ffn_map import SlicePlan, TensorSource, check_scored_finite, describe, load_scored
+from .model.in_memory import ModelTensors, slice_in_place
 from .ratios import check_ratio, kept_width, output_paths, parse_ratios
 from .repairs import REPAIRS
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
@@ -64,17 +65,25 @@ class FitResult:
 
 @dataclass
 class _Start:
-    """What every command has once its outputs are checked and its model opened."""
+    """What every command has once its outputs are checked and its model opened (or, for `prune_`, given)."""
 
     json_path: Path | None
     device: torch.device
     timer: PhaseTimer
-    checkpoint: Checkpoint
+    checkpoint: TensorSource
     family: Family
     plan: SlicePlan
+    model: torch.nn.Module | None = None  # a loaded model, pruned in place
+    tokenizer: Any = None
 
     def describe(self, model) -> dict:
         return {"name": str(model), **describe(self.checkpoint, self.family, self.plan)}
+
+    def stream(self) -> LayerStream:
+        if self.model is not None:
+            return LayerStream.of_model(self.model, self.family)
+        assert isinstance(self.checkpoint, Checkpoint)
+        return CheckpointStream(self.checkpoint, self.family, self.device, compute_dtype(self.device))
 
 
 def _start(model, revision: str | None, json_path, device: str, progress: bool) -> _Start:
@@ -160,6 +169,9 @@ class _Selection:
     def probes(self, start: _Start, progress: bool) -> Probes:
         if self.stored is not None and self.stored.probes is not None:
             return self.stored.probes
+        if start.model is not None:
+            return probes_of_model(start.model, start.tokenizer, self.config.probes, self.config.seed, progress)
+        assert isinstance(start.checkpoint, Checkpoint)
         return get_probes(start.checkpoint, self.config.probes, self.config.seed, cache_root(), start.device,
                           progress)
 
@@ -190,7 +202,7 @@ class _Selection:
         if probe_set is None:
             return ProbeSelection(kept=given or {}), None
         with timer.phase("statistics"):
-            stream = LayerStream(start.checkpoint, start.family, start.device, compute_dtype(start.device))
+            stream = start.stream()
             ranker = self.selector if isinstance(self.selector, StatisticsSelector) and given is None else None
             chosen = select_on_probes(stream, probe_batches(probe_set.tokens), start.plan, sliced, ranker, given,
                                       REPAIRS[self.config.repair], MODES[self.config.statistics], progress)
@@ -238,6 +250,7 @@ def compress(
     check_outputs(Path(out), outputs, overwrite)
 
     start = _start(model, revision, json_path, config.device, progress)
+    assert isinstance(start.checkpoint, Checkpoint)
     widths = {r: kept_width(start.plan.n, r, config.align) for r in all_ratios}  # every ratio leaves rows
     chosen, probe_set = selection.rows(start, widths, overwrite, progress)
     before = describe(start.checkpoint, start.family, start.plan)
@@ -264,6 +277,53 @@ def compress(
         "fit": selection.selector.fit_report(),
         "probes": probe_set.info if probe_set is not None else None,
         "outputs": results,
+    })
+
+
+@takes_options(CompressConfig)
+def prune_(
+    model: torch.nn.Module,
+    ratio: float,
+    *,
+    tokenizer: Any = None,
+    json_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Slice a loaded model's FFNs in place at `ratio`, on the device and in the dtype it sits on, with the
+    selectors, probes, statistics and repairs of `compress` (the same code, reading the model's modules
+    instead of checkpoint tensors); `model.config` gets the new width, so `model.save_pretrained` writes a
+    checkpoint that plain `from_pretrained` loads. Self-written probes need the model's `tokenizer`.
+    Returns the report; its `outputs[0]["kept_rows"]` holds the rows kept in every layer.
+    """
+    ratio = check_ratio(ratio)
+    selection = _Selection.plan(options, [ratio])
+    config = selection.config
+    for keyword, value, why in (("dtype", config.dtype, "convert the model itself with model.to(dtype)"),
+                                ("device", config.device, "the model is pruned where it sits")):
+        if value != "auto":
+            raise ValueError(f"{keyword}={value!r} applies to models read from disk; {why}")
+    selection.selector.check_outputs([ratio], overwrite=False)
+    tensors = ModelTensors(model)
+    family = family_for(tensors.model_type)
+    device = next(model.parameters()).device
+    start = _Start(check_json_path(json_path), device, PhaseTimer(device), tensors, family,
+                   SlicePlan(tensors, family), model=model, tokenizer=tokenizer)
+    n, k = start.plan.n, kept_width(start.plan.n, ratio, config.align)
+    was_training = model.training
+    chosen, probe_set = selection.rows(start, {ratio: k}, False, progress)
+    model.train(was_training)
+    before = describe(tensors, family, start.plan)
+    kept = chosen.kept[ratio] if k < n else torch.arange(n).expand(start.plan.num_layers, n)
+    with start.timer.phase("slice"):
+        slice_in_place(model, start.plan, kept.to(device), chosen.replacements.get(ratio))
+    return _finish(start, {
+        "command": "prune_", "model": {"name": type(model).__name__, **before}, "device": str(device),
+        "options": {"ratio": ratio, **config.to_options()}, "fit": selection.selector.fit_report(),
+        "probes": probe_set.info if probe_set is not None else None,
+        "outputs": [{"ratio": ratio, "ffn_width_before": n, "ffn_width_after": k,
+                     "parameters_before": before["parameters"],
+                     "parameters_after": ModelTensors(model).num_parameters(), "kept_rows": kept.cpu().tolist()}],
     })
 
 
@@ -300,7 +360,7 @@ def score(
     with start.timer.phase("score"):
         if isinstance(selector, StatisticsSelector):
             probe_set = selection.probes(start, progress)
-            stream = LayerStream(start.checkpoint, start.family, start.device, compute_dtype(start.device))
+            stream = start.stream()
             # One one-shot pass, no repair, ranking every row (down to width 1) so that any ratio can be sliced.
             priority = select_on_probes(stream, probe_batches(probe_set.tokens), start.plan, {0.0: start.plan.n},
                                         selector, None, REPAIRS["none"], MODES["oneshot"], progress,
@@ -329,4 +389,4 @@ def info(target: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None)
     return {"kind": "model", "name": str(target), **describe(checkpoint, family)}
 
 
-__all__ = ["FitResult", "compress", "fit", "info", "score", "takes_options"]
+__all__ = ["FitResult", "compress", "fit", "info", "prune_", "score", "takes_options"]

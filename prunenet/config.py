@@ -137,6 +137,9 @@ class ProbeConfig(Config):
     tokens: int = option(4096, "probe token budget", keyword="probe_tokens")
     length: int | None = option(None, f"tokens per probe sequence (default {DEFAULT_PROBE_LENGTH}, or the "
                                       "model's context if shorter)", keyword="probe_length")
+    model: str | None = option(None, "self probes written by this model instead (a folder, alias or Hub id "
+                                     "sharing the tokenizer, e.g. a smaller model of the family: generation "
+                                     "needs the whole writer in memory)", keyword="probe_model")
 
     def check(self) -> None:
         if self.tokens <= 0:
@@ -145,6 +148,8 @@ class ProbeConfig(Config):
             raise ValueError(f"probe length {self.length} must be at least 2 tokens")
         if self.tokens < (self.length or 2):
             raise ValueError(f"probe token budget {self.tokens} is less than one sequence of {self.length} tokens")
+        if self.source != SELF and self.model is not None:
+            raise ValueError(f"probe_model {self.model!r} writes self probes; the probes come from {self.source!r}")
         if self.source != SELF:
             path = Path(self.source)
             if not path.is_file():

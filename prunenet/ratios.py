@@ -34,10 +34,10 @@ def parse_ratios(ratio: float | None, ratios: Sequence[float] | str | None) -> l
 
 
 def kept_width(n: int, ratio: float, align: int | None = None) -> int:
-    """Rows kept per layer: int((1 - ratio) n) as in the paper, optionally rounded to a multiple of `align`.
+    """Rows kept per layer: int((1 - ratio) n) as in the paper, optionally a multiple of `align`.
 
-    Alignment rounds to the nearest multiple (at least one multiple, at most n), so that the compressed
-    FFN runs on fast matmul shapes; the report states the width actually kept.
+    Alignment rounds the kept width down, so that the compressed FFN runs on fast matmul shapes and never
+    removes fewer rows than asked; the report states the width actually kept.
     """
     check_ratio(ratio)
     k = int((1.0 - ratio) * n + 1e-9)  # the epsilon absorbs float error such as (1 - 0.71) * 100
@@ -46,7 +46,9 @@ def kept_width(n: int, ratio: float, align: int | None = None) -> int:
     if align is not None:
         if isinstance(align, bool) or not isinstance(align, int) or not 1 <= align <= n:
             raise ValueError(f"align={align!r} must be an int in [1, FFN width {n}]")
-        k = min(n, max(align, align * round(k / align)))
+        if k < align:
+            raise ValueError(f"ratio {ratio!r} keeps {k} of {n} rows, fewer than one multiple of align={align}")
+        k = align * (k // align)
     return k
 
 

@@ -11,22 +11,20 @@ import json
 import os
 import shutil
 import struct
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, test_checkpoint
 
 import pytest
 import torch
+from helpers import assert_nothing_written, cli_error, leftovers, read_json, snapshot
 from safetensors.torch import load_file, save_file
+from tiny_models import SECOND_SHARD as SHARD
+from tiny_models import save_tiny_llama
 
 import prunenet
 from prunenet.cli import main
-from test_checkpoint import assert_nothing_written, leftovers, save_tiny_llama
 
-SHARD = "model-00002-of-00004.safetensors"
 WIDE_FFN = 48  # the policy below is fitted on FFN width 40
 
 
@@ -64,10 +62,6 @@ def shared(tmp_path_factory):
 @pytest.fixture
 def env(shared, tmp_path):
     return Env(tmp_path, *shared)
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,7 +148,7 @@ def non_finite_scored(env: Env, value: float) -> Path:
     """`value` (NaN or Inf) in one element of layer 1's scored matrix (gate_proj)."""
     model = env.copy()
     name = "model.layers.1.mlp.gate_proj.weight"
-    shard = model / json.loads((model / "model.safetensors.index.json").read_text())["weight_map"][name]
+    shard = model / read_json(model / "model.safetensors.index.json")["weight_map"][name]
     tensors = load_file(shard)
     tensors[name][3, 5] = value
     save_file(tensors, str(shard), metadata={"format": "pt"})
@@ -163,7 +157,7 @@ def non_finite_scored(env: Env, value: float) -> Path:
 
 def without_width_key(env: Env) -> Path:
     model = env.copy()
-    config = json.loads((model / "config.json").read_text())
+    config = read_json(model / "config.json")
     del config["intermediate_size"]
     (model / "config.json").write_text(json.dumps(config))
     return model
@@ -171,7 +165,7 @@ def without_width_key(env: Env) -> Path:
 
 def index_naming_a_missing_shard(env: Env) -> Path:
     model = env.copy()
-    index = json.loads((model / "model.safetensors.index.json").read_text())
+    index = read_json(model / "model.safetensors.index.json")
     index["weight_map"]["model.norm.weight"] = "model-00005-of-00004.safetensors"
     (model / "model.safetensors.index.json").write_text(json.dumps(index))
     return model
@@ -222,7 +216,7 @@ def file_as_parent(env: Env) -> Path:
 
 @dataclass
 class Case:
-    args: Callable[[Env], list]  # everything after "compress" except --out, --json, --quiet and a quick fit's --episodes
+    args: Callable[[Env], list]  # all after "compress" except --out, --json, --quiet and a quick fit's --episodes
     says: Callable[[Env], list[str]]  # what the error line must contain
     out: Callable[[Env], Path] | None = None  # the --out given (default env.out)
 
@@ -329,22 +323,6 @@ CASES = {
 }
 
 
-def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_one_error_line(err: str, out: str, says: list[str]) -> None:
-    assert "Traceback" not in err + out
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("prunenet: error: "), err
-    for text in says:
-        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
-    assert out == ""
-
-
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_compress_rejects_bad_input(env, capsys, case):
     args = [str(a) for a in case.args(env)]  # sets up the damaged input, if any
@@ -353,9 +331,7 @@ def test_compress_rejects_bad_input(env, capsys, case):
     before = snapshot(env.tmp)
     quick_fit = ["--episodes", "1"] if "prunenet" in args else []  # the policy's options only with its selector
     argv = ["compress", *args, "--out", str(out_path), "--json", str(env.report), "--quiet", *quick_fit]
-    code, out, err = _run_cli(capsys, argv)
-    assert code == 2
-    _assert_one_error_line(err, out, case.says(env))
+    cli_error(capsys, argv, case.says(env))
     assert snapshot(env.tmp) == before  # nothing written, moved or removed
     if not pre_existing:
         assert_nothing_written(out_path, env.report)
@@ -363,10 +339,8 @@ def test_compress_rejects_bad_input(env, capsys, case):
 
 def test_fit_rejects_bad_ratio(env, capsys):
     policy = env.tmp / "p.safetensors"
-    code, out, err = _run_cli(capsys, ["fit", str(env.src), "--ratio", "1.0", "--episodes", "1", "--out",
-                                       str(policy), "--json", str(env.report), "--quiet"])
-    assert code == 2
-    _assert_one_error_line(err, out, ["ratio 1.0"])
+    cli_error(capsys, ["fit", str(env.src), "--ratio", "1.0", "--episodes", "1", "--out", str(policy),
+                       "--json", str(env.report), "--quiet"], ["ratio 1.0"])
     assert_nothing_written(policy, env.report)
 
 

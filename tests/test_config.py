@@ -82,7 +82,8 @@ def test_bad_options_name_the_value(options, error, says):
 def test_every_registered_method_is_complete():
     for name, selector in SELECTORS.items():
         assert selector.name == name and selector.help
-        assert issubclass(selector, (WeightSelector, StatisticsSelector)) and selector.needs in ("weights", "statistics")
+        assert issubclass(selector, (WeightSelector, StatisticsSelector))
+        assert selector.needs in ("weights", "statistics")
         assert issubclass(selector.options, Config)
     for name, repair in REPAIRS.items():
         assert isinstance(repair, Repair) and repair.name == name and repair.help

@@ -150,6 +150,15 @@ def test_parameter_groups_cover_every_parameter_once(teacher):
     assert len(groups["ffn"]) == 3 * LAYERS and len(groups["norms"]) == 2 * LAYERS + 1
 
 
+def test_parameter_groups_find_ffn_matrices_held_by_the_layer_itself():
+    opt = T.OPTForCausalLM(T.OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, ffn_dim=FFN,
+                                       num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=HIDDEN))
+    groups = parameter_groups(opt)
+    assert sorted(groups["ffn"]) == sorted(f"model.decoder.layers.{i}.{m}.{p}" for i in range(LAYERS)
+                                           for m in ("fc1", "fc2") for p in ("weight", "bias"))
+    assert all("layer_norm" in name for name in groups["norms"])
+
+
 def test_reduced_kl_is_a_lower_bound_and_exact_with_one_token_left():
     torch.manual_seed(3)
     teacher_logits, student_logits = torch.randn(2, 5, VOCAB) * 3, torch.randn(2, 5, VOCAB) * 3

@@ -18,17 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, test_checkpoint, test_eval
-
 import pytest
+from helpers import cli_error, leftovers
+from tiny_models import SECOND_SHARD as SHARD
+from tiny_models import build_model, corpus_tokenizer, save_model, save_tiny_llama
 
 from prunenet.atomic import KILL_ENV, atomic_folder, atomic_write, clean_stale
 from prunenet.cli import main
-from test_checkpoint import leftovers, save_tiny_llama
-from test_eval import save_tokenizer
-from tiny_models import build_model, save_model
 
-SHARD = "model-00002-of-00004.safetensors"
 # Plain slicing: no fit, no probes, so that the killed runs start and finish fast.
 SLICE = ["--ratio", "0.4", "--selector", "random", "--repair", "none", "--quiet"]
 
@@ -256,16 +253,13 @@ def test_quiet_compress_and_fit_print_nothing(src, tmp_path, capfd):
     assert main(argv) == 0
     assert main(["fit", str(src), "--episodes", "2", "--out", str(tmp_path / "q.safetensors"), "--quiet"]) == 0
     assert capfd.readouterr() == ("", "")
-    assert main(argv) == 2  # errors still print
-    out, err = capfd.readouterr()
-    assert out == "" and err.startswith("prunenet: error: ") and "pass --overwrite to replace it" in err
+    cli_error(capfd, argv, ["pass --overwrite to replace it"])  # errors still print
 
 
 @pytest.fixture(scope="module")
 def eval_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    original = save_model(build_model("llama"), root / "original")
-    save_tokenizer(original)
+    original = save_model(build_model("llama"), root / "original", tokenizer=corpus_tokenizer())
     compressed = root / "compressed"
     assert main(["compress", str(original), *SLICE, "--out", str(compressed)]) == 0
     return original, compressed

@@ -14,7 +14,6 @@ import torch
 
 import prunenet_kernels as K
 
-from ..model.checkpoint import DTYPES
 from ..model.ffn_map import SlicePlan
 from ..repairs import Repair
 from ..selectors import StatisticsSelector
@@ -78,7 +77,7 @@ def select_on_probes(
     if (ranker is None) == (given is None):
         raise ValueError(f"rows come either from a ranker or from given rows; got ranker={ranker!r} and "
                          f"{'some' if given is not None else 'no'} given rows")
-    names = output_names(plan, stream.checkpoint.weight_map)
+    names = output_names(plan, plan.checkpoint.weight_map)
     result = ProbeSelection()
     for round_widths in mode.rounds(widths):
         for r, k in round_widths.items():
@@ -100,9 +99,9 @@ def select_on_probes(
                     weight, bias = repaired
                     weight_name, bias_name = names[index]
                     # Held until written: in the stored dtype, not float32 (a bf16 model's halve).
-                    result.replacements[r][weight_name] = weight.to(_stored_dtype(stream.checkpoint, weight_name))
+                    result.replacements[r][weight_name] = weight.to(plan.checkpoint.stored_dtype(weight_name))
                     if bias_name is not None and bias is not None:
-                        result.replacements[r][bias_name] = bias.to(_stored_dtype(stream.checkpoint, bias_name))
+                        result.replacements[r][bias_name] = bias.to(plan.checkpoint.stored_dtype(bias_name))
                 if mode.sequential:  # the layer the next ones see: dropped columns zero
                     full = torch.zeros_like(output.weight)
                     full[:, kept.to(full.device)] = weight.to(full)
@@ -114,6 +113,3 @@ def select_on_probes(
             result.priority = priorities
     return result
 
-
-def _stored_dtype(checkpoint, name: str) -> torch.dtype:
-    return DTYPES[checkpoint.headers[checkpoint.weight_map[name]][name][0]]

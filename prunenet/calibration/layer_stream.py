@@ -1,6 +1,7 @@
-"""Probe tokens through a checkpoint's decoder one layer at a time, never holding the whole model.
+"""Probe tokens through a decoder one layer at a time: a checkpoint's, never holding the whole model, or a
+loaded model's own layers.
 
-The model is built from its config with empty (meta) parameters; only what lies outside the decoder
+For a checkpoint, the model is built from its config with empty (meta) parameters; only what lies outside the decoder
 layers (embeddings, rotary tables, ...) is loaded. A first, cheap pass through the model's own forward
 records, for every micro-batch, the input of layer 0 and the keyword arguments that forward hands each
 layer (attention masks, position embeddings, per-layer attention types), with every layer replaced by
@@ -57,34 +58,17 @@ class LayerCall:
 
 
 class LayerStream:
-    """A checkpoint's decoder, run layer by layer over batches of token ids."""
+    """A decoder, run layer by layer over batches of token ids: a model's own layers, in memory."""
 
-    def __init__(self, checkpoint: Checkpoint, family: Family, device: torch.device, dtype: torch.dtype):
-        from accelerate import init_empty_weights
-        from transformers import AutoConfig, AutoModelForCausalLM
+    def __init__(self, base: torch.nn.Module, family: Family, device: torch.device, dtype: torch.dtype):
+        self.base, self.family, self.device, self.dtype = base, family, device, dtype
+        self.layers, self.layer_prefix = _decoder_layers(base, family)
 
-        self.checkpoint, self.family, self.device, self.dtype = checkpoint, family, device, dtype
-        limit_heap_fragmentation()  # layer after layer of large temporaries: see memory.py
-        config = AutoConfig.from_pretrained(checkpoint.path)
-        with init_empty_weights():  # parameters on the meta device; buffers (rotary tables) real
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        self.base = getattr(model, model.base_model_prefix)
-        self.layers, self.layer_prefix = _decoder_layers(self.base, family)
-        base_prefix = model.base_model_prefix + "."
-        names = set(checkpoint.weight_map)
-        outside = {}
-        for name in self.base.state_dict():
-            if re.match(rf"{re.escape(self.layer_prefix)}\.\d+\.", name):
-                continue
-            stored = base_prefix + name if base_prefix + name in names else name
-            if stored in names:
-                outside[name] = checkpoint.read(stored).to(device=device, dtype=dtype)
-        self.base.load_state_dict(outside, strict=False, assign=True)
-        for module in self.base.modules():  # buffers were made on the CPU; the meta parameters stay put
-            for key, buffer in module._buffers.items():
-                if buffer is not None and not buffer.is_meta:
-                    module._buffers[key] = buffer.to(device)
-        self.stored_prefix = base_prefix if any(n.startswith(base_prefix) for n in names) else ""
+    @classmethod
+    def of_model(cls, model: torch.nn.Module, family: Family) -> LayerStream:
+        """The layers of a loaded model, on its device and in its dtype, changed in place by sequential passes."""
+        parameter = next(model.parameters())
+        return cls(getattr(model, model.base_model_prefix), family, parameter.device, parameter.dtype)
 
     @property
     def num_layers(self) -> int:
@@ -114,24 +98,12 @@ class LayerStream:
             inputs.append(args[0] if args else kwargs["hidden_states"])
         return inputs, calls
 
-    def layer_weights(self, index: int) -> dict[str, torch.Tensor]:
-        """Layer `index`'s tensors from the checkpoint, named as in the layer module."""
-        prefix = f"{self.stored_prefix}{self.layer_prefix}.{index}."
-        return {
-            name[len(prefix):]: self.checkpoint.read(name).to(device=self.device, dtype=self.dtype)
-            for name in self.checkpoint.weight_map if name.startswith(prefix)
-        }
-
     def loaded(self, index: int) -> torch.nn.Module:
-        layer = self.layers[index]
-        layer.load_state_dict(self.layer_weights(index), strict=False, assign=True)
-        missing = [name for name, p in layer.named_parameters() if p.is_meta]
-        if missing:
-            raise ValueError(f"{self.checkpoint.path}: layer {index} has no stored {', '.join(missing[:3])}")
-        return layer.eval()
+        """Layer `index`, ready to run."""
+        return self.layers[index].eval()
 
     def release(self, index: int) -> None:
-        self.layers[index].to("meta")
+        """Done with layer `index` (a checkpoint's stream empties it again)."""
 
     def run(
         self,
@@ -160,6 +132,55 @@ class LayerStream:
             hidden = list(outputs)
             self.release(index)
             yield index
+
+
+class CheckpointStream(LayerStream):
+    """A checkpoint's decoder, never held whole: each layer is read from the checkpoint, run, and emptied."""
+
+    def __init__(self, checkpoint: Checkpoint, family: Family, device: torch.device, dtype: torch.dtype):
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        self.checkpoint = checkpoint
+        limit_heap_fragmentation()  # layer after layer of large temporaries: see memory.py
+        config = AutoConfig.from_pretrained(checkpoint.path)
+        with init_empty_weights():  # parameters on the meta device; buffers (rotary tables) real
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        super().__init__(getattr(model, model.base_model_prefix), family, device, dtype)
+        base_prefix = model.base_model_prefix + "."
+        names = set(checkpoint.weight_map)
+        outside = {}
+        for name in self.base.state_dict():
+            if re.match(rf"{re.escape(self.layer_prefix)}\.\d+\.", name):
+                continue
+            stored = base_prefix + name if base_prefix + name in names else name
+            if stored in names:
+                outside[name] = checkpoint.read(stored).to(device=device, dtype=dtype)
+        self.base.load_state_dict(outside, strict=False, assign=True)
+        for module in self.base.modules():  # buffers were made on the CPU; the meta parameters stay put
+            for key, buffer in module._buffers.items():
+                if buffer is not None and not buffer.is_meta:
+                    module._buffers[key] = buffer.to(device)
+        self.stored_prefix = base_prefix if any(n.startswith(base_prefix) for n in names) else ""
+
+    def layer_weights(self, index: int) -> dict[str, torch.Tensor]:
+        """Layer `index`'s tensors from the checkpoint, named as in the layer module."""
+        prefix = f"{self.stored_prefix}{self.layer_prefix}.{index}."
+        return {
+            name[len(prefix):]: self.checkpoint.read(name).to(device=self.device, dtype=self.dtype)
+            for name in self.checkpoint.weight_map if name.startswith(prefix)
+        }
+
+    def loaded(self, index: int) -> torch.nn.Module:
+        layer = self.layers[index]
+        layer.load_state_dict(self.layer_weights(index), strict=False, assign=True)
+        missing = [name for name, p in layer.named_parameters() if p.is_meta]
+        if missing:
+            raise ValueError(f"{self.checkpoint.path}: layer {index} has no stored {', '.join(missing[:3])}")
+        return layer.eval()
+
+    def release(self, index: int) -> None:
+        self.layers[index].to("meta")
 
 
 def _decoder_layers(base: torch.nn.Module, family: Family) -> tuple[torch.nn.ModuleList, str]:

@@ -21,6 +21,7 @@ import torch
 from ..atomic import atomic_write
 from ..config import DEFAULT_PROBE_LENGTH, SELF, ProbeConfig
 from ..devices import compute_dtype
+from ..model import resolve_model
 from ..model.checkpoint import CONFIG, Checkpoint
 from ..progress import progress_bar
 
@@ -86,6 +87,13 @@ def load_tokenizer(checkpoint: Checkpoint):
                          f"({type(exc).__name__}); add its tokenizer files") from None
 
 
+def check_same_tokenizer(tokenizer, writers: object, writer: str) -> None:
+    """Probes written by another model must be in the same token ids as the model they calibrate."""
+    if tokenizer.get_vocab() != writers.get_vocab():  # type: ignore[attr-defined]
+        raise ValueError(f"probe model {writer!r} has another tokenizer than the model it writes probes for; "
+                         "it must share the vocabulary (e.g. a smaller model of the same family)")
+
+
 def probe_batches(tokens: torch.Tensor, size: int = PASS_BATCH) -> list[torch.Tensor]:
     """Micro-batches of probe sequences for the statistics pass."""
     return list(tokens.split(size))
@@ -110,18 +118,60 @@ def get_probes(
     if options.source != SELF:
         tokens = tokens_from_file(Path(options.source), tokenizer, options)
         return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
+    writer = checkpoint
     key = {**asdict(options), "model": fingerprint(checkpoint), "degenerate_share": DEGENERATE_SHARE}
+    if config.model is not None:
+        writer = Checkpoint(resolve_model(config.model, progress))
+        check_same_tokenizer(tokenizer, load_tokenizer(writer), config.model)
+        key["writer"] = fingerprint(writer)
     path = cache / "probes" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return Probes(saved["tokens"].long(), {**json.loads(saved["info"]), "cached": True})
-    start = time.perf_counter()
-    tokens = generate(checkpoint, tokenizer, options, device, progress)
-    probes = Probes(tokens, _info(options, tokens, cached=False, seconds=time.perf_counter() - start))
+    probes = _written(load_generator(writer, device), tokenizer, options, progress)
+    if config.model is not None:
+        probes.info["writer"] = str(config.model)
+    tokens = probes.tokens
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, True, lambda tmp: torch.save(
         {"tokens": tokens.to(torch.int32), "info": json.dumps(probes.info)}, tmp))
     return probes
+
+
+def probes_of_model(model: torch.nn.Module, tokenizer, config: ProbeConfig, seed: int,
+                    progress: bool = False) -> Probes:
+    """The probe tokens of `config` for a loaded model: a file's text, or written by the model now (not cached:
+    a loaded model has no checkpoint to key them by)."""
+    if tokenizer is None:
+        raise ValueError("probes need the model's tokenizer: pass tokenizer=... (or probes from a file need it too)")
+    options = plan_probes(config, seed, model.config.to_dict())
+    if options.source != SELF:
+        tokens = tokens_from_file(Path(options.source), tokenizer, options)
+        return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
+    if config.model is not None:
+        writer = Checkpoint(resolve_model(config.model, progress))
+        check_same_tokenizer(tokenizer, load_tokenizer(writer), config.model)
+        probes = _written(load_generator(writer, next(model.parameters()).device), tokenizer, options, progress)
+        probes.info["writer"] = str(config.model)
+        return probes
+    return _written(model, tokenizer, options, progress)
+
+
+def _written(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool) -> Probes:
+    start = time.perf_counter()
+    tokens = generate(model, tokenizer, options, progress)
+    return Probes(tokens, _info(options, tokens, cached=False, seconds=time.perf_counter() - start))
+
+
+def load_generator(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:
+    """The whole model, to write probes with; refused in one line where it does not fit."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=compute_dtype(device)).to(device).eval()
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        raise ValueError(f"probe generation needs the whole model on {device} and it does not fit ({exc}); "
+                         "pass a text file with --probes FILE") from None
 
 
 def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float) -> dict:
@@ -134,17 +184,11 @@ def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float
     }
 
 
-def generate(checkpoint: Checkpoint, tokenizer, options: ProbePlan, device: torch.device,
-             progress: bool = False) -> torch.Tensor:
+def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool = False) -> torch.Tensor:
     """Sample `options.sequences` sequences of `options.length` tokens from the model itself."""
-    from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    dtype = compute_dtype(device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=dtype).to(device).eval()
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-        raise ValueError(f"probe generation needs the whole model on {device} and it does not fit ({exc}); "
-                         "pass a text file with --probes FILE") from None
+    device = next(model.parameters()).device
     bar = progress_bar(total=options.sequences * options.length, desc="probes: the model writes its own text",
                        unit="tok", disable=not progress)
 

@@ -23,7 +23,13 @@ def resolve_model(model: str | os.PathLike, progress: bool = False, revision: st
         _no_revision(model, revision)
         return path
     if isinstance(model, str) and looks_like_repo_id(model):
-        return resolve_hub_model(model, revision, progress).path
+        try:
+            return resolve_hub_model(model, revision, progress).path
+        except ValueError as exc:
+            if "/" in model:  # written as a Hub id: the Hub's answer says it all
+                raise
+            raise ValueError(f"model {model!r} is neither a local folder nor a known alias "
+                             f"({', '.join(sorted(EMBEDDED))}), and as a Hugging Face Hub id: {exc}") from None
     raise ValueError(f"model {str(model)!r} is neither a local folder, a known alias ({', '.join(sorted(EMBEDDED))}) "
                      "nor a Hugging Face Hub id ('org/name')")
 

@@ -98,6 +98,9 @@ class Checkpoint:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.headers[self.weight_map[name]][name][1]
 
+    def stored_dtype(self, name: str) -> torch.dtype:
+        return DTYPES[self.headers[self.weight_map[name]][name][0]]
+
     def check_finite(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` (read from `name`) if it holds no NaN or Inf; else a ValueError naming it and its shard."""
         bad = tensor.numel() - int(torch.isfinite(tensor).sum())

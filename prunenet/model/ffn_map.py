@@ -1,19 +1,40 @@
 """The FFN map of a checkpoint: which tensors lose rows or columns, layer by layer, and the scored matrices."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Protocol
+
 import torch
 
 import prunenet_kernels as K
 
-from .checkpoint import CONFIG, Checkpoint
+from .checkpoint import CONFIG
 from .families import Family
+
+
+class TensorSource(Protocol):
+    """What the FFN map, the selectors and the repairs read: a checkpoint (`Checkpoint`) or a loaded model
+    (`in_memory.ModelTensors`)."""
+
+    path: Path
+    config: dict
+    weight_map: dict[str, str]  # tensor name -> the shard holding it
+    shards: list[str]
+
+    @property
+    def model_type(self) -> str | None: ...
+    def shape(self, name: str) -> tuple[int, ...]: ...
+    def stored_dtype(self, name: str) -> torch.dtype: ...
+    def read(self, name: str, rows: slice | None = None) -> torch.Tensor: ...
+    def check_finite(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
+    def num_parameters(self) -> int: ...
 
 
 class SlicePlan:
     """For each FFN tensor of a checkpoint: its layer and whether it loses rows or columns."""
 
-    def __init__(self, checkpoint: Checkpoint, family: Family):
-        self.family = family
+    def __init__(self, checkpoint: TensorSource, family: Family):
+        self.checkpoint, self.family = checkpoint, family
         try:
             self.n = family.width(checkpoint.config)
         except ValueError as exc:
@@ -60,7 +81,7 @@ class SlicePlan:
 
 
 
-def load_scored(checkpoint: Checkpoint, plan: SlicePlan, device: torch.device) -> torch.Tensor:
+def load_scored(checkpoint: TensorSource, plan: SlicePlan, device: torch.device) -> torch.Tensor:
     """The scored matrices of all layers stacked as (L, n, h): float32 on CPU, the stored dtype on GPU."""
     family = plan.family
     by_layer = {}
@@ -80,14 +101,14 @@ def load_scored(checkpoint: Checkpoint, plan: SlicePlan, device: torch.device) -
     return stacked
 
 
-def check_scored_finite(checkpoint: Checkpoint, plan: SlicePlan) -> None:
+def check_scored_finite(checkpoint: TensorSource, plan: SlicePlan) -> None:
     """Refuse NaN or Inf in a scored matrix up front, where `load_scored` is not called (one layer at a time)."""
     for name in plan.roles:
         if plan.family.match(name)[1] == plan.family.scored:
             checkpoint.check_finite(name, checkpoint.read(name))
 
 
-def describe(checkpoint: Checkpoint, family: Family, plan: SlicePlan | None = None) -> dict:
+def describe(checkpoint: TensorSource, family: Family, plan: SlicePlan | None = None) -> dict:
     plan = plan or SlicePlan(checkpoint, family)
     layers = {layer for layer, _ in plan.roles.values()}
     scored = next(name for name in plan.roles if family.match(name)[1] == family.scored)

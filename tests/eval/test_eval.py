@@ -1,53 +1,35 @@
 """prunenet.eval on tiny random LLaMA models: metrics checked against independent computations.
 
-The models come from tests/tiny_models.py (vocabulary 96, context 64); they get a 96-token BPE tokenizer
-trained here on the default corpus, so that the original's tokenizer fits every model.
+The models come from tests/tiny_models.py (vocabulary 96, context 64) with its `corpus_tokenizer`, a
+96-token BPE tokenizer trained on the default corpus, so that the original's tokenizer fits every model.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, without relying on pytest.ini
+from helpers import read_json
+from tiny_models import build_model, corpus_tokenizer, save_model
 
 import prunenet
 from prunenet.eval import ThroughputSettings, evaluate
 from prunenet.eval.cli import add_eval_parser, run_eval
 from prunenet.eval.corpus import default_text, encode_prefix
-from tiny_models import VOCAB, build_model, save_model
 
 WINDOW = 32
 TOKENS = 150  # not a multiple of WINDOW: the last window is shorter
 FAST = ThroughputSettings(batch=1, seq_len=16, prompt_len=8, new_tokens=4, repeats=1)
 
 
-def save_tokenizer(folder) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<eos>"], limit_alphabet=60,
-                                  show_progress=False)
-    tokenizer.train_from_iterator([default_text()[:50_000]], trainer)
-    assert tokenizer.get_vocab_size() <= VOCAB
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", eos_token="<eos>").save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """(original, compressed at ratio 0.5 by random rows): model folders with the tokenizer."""
     root = tmp_path_factory.mktemp("eval-models")
-    original = save_model(build_model("llama", seed=0), root / "original")
-    save_tokenizer(original)
+    original = save_model(build_model("llama", seed=0), root / "original", tokenizer=corpus_tokenizer())
     compressed = root / "compressed"
     prunenet.compress(original, compressed, ratio=0.5, selector="random", repair="none", progress=False)
     return original, compressed
@@ -138,7 +120,7 @@ def test_cli_writes_valid_json_and_a_table(models, tmp_path, capsys):
         "--quiet",
     ])
     returned = run_eval(args)
-    report = json.loads(out.read_text(encoding="utf-8"))
+    report = read_json(out)
     assert report == json.loads(json.dumps(returned))
     assert report["throughput_settings"] == {"batch": 1, "seq_len": 16, "prompt_len": 8, "new_tokens": 4, "repeats": 1}
     for model in report["models"]:
@@ -211,7 +193,8 @@ def write_task(folder) -> str:
     with data.open("w", encoding="utf-8") as f:
         for i in range(12):
             choices = [words[(i + j) % len(words)] for j in range(3)]
-            f.write(json.dumps({"question": f"A {words[i % 6]} is a kind of", "choices": choices, "label": i % 3}) + "\n")
+            record = {"question": f"A {words[i % 6]} is a kind of", "choices": choices, "label": i % 3}
+            f.write(json.dumps(record) + "\n")
     (folder / "tiny_mc.yaml").write_text(TASK_YAML.format(data=data), encoding="utf-8")
     return "prunenet_tiny_mc"
 
@@ -280,4 +263,5 @@ def test_plots_are_png(models, tmp_path, capsys):
     with pytest.raises(ValueError, match="needs at least one"):
         run_eval(eval_parser().parse_args(["plot", "--out", str(pictures)]))
     with pytest.raises(ValueError, match="no fit"):
-        run_eval(eval_parser().parse_args(["plot", "--out", str(pictures), "--fit-report", str(tmp_path / "eval.json")]))
+        run_eval(eval_parser().parse_args(["plot", "--out", str(pictures),
+                                           "--fit-report", str(tmp_path / "eval.json")]))

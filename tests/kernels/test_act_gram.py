@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_cases import DEVICE, DTYPES, assert_close, gpu_only, randn
 from transformers.activations import ACT2CLS, ACT2FN
 
 import prunenet_kernels as pk
-from kernel_cases import DEVICE, DTYPES, assert_close, gpu_only, randn
 from prunenet_kernels.ops._tiles import mirror_upper_
 from prunenet_kernels.ops.act_gram import (
     _TWIN_BLOCK,

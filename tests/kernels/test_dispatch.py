@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from kernel_cases import CUDA, DEVICE, randn, random_kept
 
 import prunenet_kernels as pk
-from kernel_cases import CUDA, DEVICE, randn, random_kept
 from prunenet_kernels import _dispatch, ops
 from prunenet_kernels.ops.kept_gram import kept_gram_triton
 from prunenet_kernels.ops.topk_rows import topk_rows_torch

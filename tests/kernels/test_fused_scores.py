@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kernel_cases import DEVICE, DTYPES, assert_close, gpu_only, randn
+
 from prunenet_kernels.ops.fused_scores import fused_scores_torch, fused_scores_triton
 
 SCORE_SHAPES = [

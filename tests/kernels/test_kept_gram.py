@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kernel_cases import DEVICE, DTYPES, OUT_OF_RANGE, assert_close, gpu_only, out_of_range_kept, randn, random_kept
+
 from prunenet_kernels.ops._tiles import mirror_upper_
 from prunenet_kernels.ops.kept_gram import kept_gram_torch, kept_gram_triton, use_downdate
 

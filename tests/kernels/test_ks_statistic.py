@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kernel_cases import DEVICE, gpu_only, randn
+
 from prunenet_kernels.ops.ks_statistic import ks_statistic_torch, ks_statistic_triton
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kernel_cases import DTYPES, OUT_OF_RANGE, gpu_only, out_of_range_kept, randn, random_kept
+
 from prunenet_kernels.ops.slice_ffn import slice_ffn_torch, slice_ffn_triton
 
 SLICE_PRESENT = [

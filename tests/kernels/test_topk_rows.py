@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kernel_cases import DEVICE, DTYPES, gpu_only, randn
+
 from prunenet_kernels.ops.topk_rows import topk_rows_torch, topk_rows_triton
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from kernel_cases import DTYPES, OUT_OF_RANGE, assert_close, gpu_only, out_of_range_kept, randn, random_kept
+
 from prunenet_kernels.ops.topq_singular_values import (
     gathered_matmul_torch,
     gathered_matmul_triton,

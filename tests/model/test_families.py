@@ -1,15 +1,14 @@
 """Every supported family: compress a tiny random model, reload it with plain transformers, run it."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from helpers import read_json
+from tiny_models import CONFIGS, FFN, LAYERS, VOCAB, build_model, logits, save_model
 from transformers import AutoModelForCausalLM
 
 import prunenet
 from prunenet.model.families import FAMILIES, family_for
-from tiny_models import CONFIGS, FFN, LAYERS, VOCAB, build_model, logits, save_model
 
 TOKENS = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
 
@@ -67,7 +66,7 @@ def test_pruning_zeroed_rows_leaves_outputs_unchanged(name, tmp_path):
     src = save_model(model, tmp_path / "src")
     ratio = len(dropped) / FFN
     prunenet.compress(src, tmp_path / "out", ratio=ratio, selector="magnitude", progress=False)
-    provenance = json.loads((tmp_path / "out" / "prunenet.json").read_text())
+    provenance = read_json(tmp_path / "out" / "prunenet.json")
     assert all(set(range(FFN)) - set(rows) == set(dropped.tolist()) for rows in provenance["kept_rows"])
     torch.testing.assert_close(logits(tmp_path / "out", TOKENS), expected, rtol=1e-5, atol=1e-5)
 

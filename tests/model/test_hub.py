@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import transformers as T
+from helpers import add_snapshot
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.utils import are_progress_bars_disabled, filter_repo_objects
 
@@ -29,35 +30,6 @@ def tiny_model(tmp_path_factory) -> Path:
                            num_key_value_heads=2, vocab_size=128)
     T.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
-
-
-@pytest.fixture
-def hub_cache(monkeypatch, tmp_path) -> Path:
-    """An empty Hub cache, offline. huggingface_hub reads both variables into `constants` at import."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def add_snapshot(cache: Path, files: dict[str, bytes], commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
-    """Lay `files` out as huggingface_hub does: contents in blobs/, snapshots/<commit>/ linking to them,
-    refs/<branch> holding the commit (no newline)."""
-    repo = cache / "models--org--name"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for name, content in files.items():
-        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
-        blob.write_bytes(content)
-        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob.name))
-    for ref in refs:
-        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
-        (repo / "refs" / ref).write_text(commit)
-    return snapshot
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -228,7 +200,8 @@ def serve_hub(monkeypatch, hub_cache):
         servers.append(hub)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
         return hub
 
     yield serve
@@ -318,7 +291,8 @@ def test_unreachable_hub_and_partial_snapshot(unreachable_hub, hub_cache, tiny_m
     del files["model.safetensors"]
     add_snapshot(hub_cache, files, MAIN_COMMIT)
     with pytest.raises(ValueError, match=r"^model 'org/name' cannot be read by prunenet: it holds no safetensors "
-                                         r"weights .*, or the Hub could not be reached to complete the cached snapshot$"):
+                                         r"weights .*, or the Hub could not be reached to complete the cached "
+                                         r"snapshot$"):
         resolve_hub_model(REPO_ID)
 
 

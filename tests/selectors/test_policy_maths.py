@@ -1,4 +1,5 @@
-"""The maths of the paper's method and of its fast forms, each checked against the straightforward form."""
+"""The maths of the paper's method and of its fast forms, each checked against the straightforward form:
+policy scores, sampling rows without replacement, the KS rewards and their engines, the fit."""
 from __future__ import annotations
 
 import itertools
@@ -10,11 +11,11 @@ from scipy import stats
 
 import prunenet_kernels as K
 from prunenet.config import FitConfig
+from prunenet.ratios import kept_width
+from prunenet.selectors import select_rows
 from prunenet.selectors.policy.fit import kld_regulariser, train_policy
 from prunenet.selectors.policy.network import Policy, load_policy
 from prunenet.selectors.policy.rewards import ExactReward, TopQReward
-from prunenet.ratios import kept_width
-from prunenet.selectors import select_rows
 from prunenet.selectors.sampling import all_rows, sample_rows
 
 
@@ -105,7 +106,7 @@ def test_topq_engine_recovers_the_top_singular_values():
     W = _weights(L=2, n=60, h=32)
     kept = select_rows(W, 45, selector="random")
     engine = TopQReward(W, k=45, q=8, power_iters=4)
-    want = torch.stack([torch.linalg.svdvals(W[l, kept[l]])[:8].flip(0) for l in range(2)])
+    want = torch.stack([torch.linalg.svdvals(W[layer, kept[layer]])[:8].flip(0) for layer in range(2)])
     torch.testing.assert_close(engine.spectra(kept), want, rtol=1e-3, atol=1e-3)
 
 
@@ -173,25 +174,3 @@ def test_topk_selection_is_deterministic_and_follows_the_scores():
     assert torch.equal(kept, select_rows(W, 10, policy=policy, mode="topk", seed=2))
     alpha = policy.score(W)[0].detach()
     assert torch.equal(kept, alpha.topk(10, dim=1).indices.sort(dim=1).values)
-
-
-@pytest.mark.parametrize(
-    "n, ratio, align, want",
-    [(1536, 0.3, None, 1075), (100, 0.71, None, 29), (1536, 0.3, 64, 1088), (1536, 0.3, 128, 1024),
-     (40, 0.5, 16, 16), (10, 0.0, None, 10)],
-)
-def test_kept_width(n, ratio, align, want):
-    assert kept_width(n, ratio, align) == want
-
-
-@pytest.mark.parametrize("ratio", [1.0, -0.1, float("nan"), 0.99])
-@pytest.mark.parametrize("align", [None, 8])
-def test_kept_width_rejects_bad_ratios(ratio, align):
-    with pytest.raises(ValueError, match="ratio"):
-        kept_width(40, ratio, align)
-
-
-@pytest.mark.parametrize("align", [0, -64, 41, True])
-def test_kept_width_rejects_bad_alignment(align):
-    with pytest.raises(ValueError, match="align"):
-        kept_width(40, 0.3, align)
