@@ -2,7 +2,8 @@
 
 Per model: one scoring task; one slicing task per ratio that takes the scoring task's result (a path) as its
 argument, so Ray starts it when the scores exist; with eval, one evaluation task once the model's slicing
-tasks have ended. A worker that dies is retried by Ray (`max_retries`); an exception is not
+tasks have ended. A task whose worker or node dies is retried by Ray (`max_retries`), on any node with room;
+its result says which node ran it and after how many retries. An exception is not retried
 (`retry_exceptions=False`): it fails the task, and through the dependency the model's other jobs, and
 is reported with its one-line message. Ctrl-C cancels everything still queued or running (a cancelled
 compress removes its temporary folder; outputs are renamed into place only when complete).
@@ -47,7 +48,10 @@ def connect(address: str | None, cpus: int | None, gpus: int | None) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ValueError(f"cannot connect to Ray at {address!r}: {exc}") from None
     else:
-        ray.init(num_cpus=cpus, num_gpus=gpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
+        # "local": a Ray of this farm's own, even where `ray start` left a cluster running on this machine
+        # (a bare ray.init() would join that one, and refuse --cpus).
+        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                 **options)
     return True
 
 
@@ -69,6 +73,12 @@ def error_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
 
 
+def retried(result: dict) -> str:
+    """", retried N times" for a task's result that Ray retried (its worker or node died), else ""."""
+    retries = result.get("retries")
+    return f", retried {retries} time{'s' if retries > 1 else ''}" if retries else ""
+
+
 class _Farm:
     """One run of the task graph; `Outcome` is filled as results arrive."""
 
@@ -76,8 +86,8 @@ class _Farm:
         import ray
 
         self.ray, self.plan, self.progress = ray, plan, progress
-        self.outcome = Outcome(resources={k: v for k, v in ray.cluster_resources().items()
-                                          if k in ("CPU", "GPU", "memory")})
+        resources = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")}
+        self.outcome = Outcome(resources={**resources, "nodes": sum(1 for n in ray.nodes() if n["Alive"])})
         gpus = gpus_per_task(plan, self.outcome.resources.get("GPU", 0.0))
         threads = max(1, int(plan.cpus_per_task))
         self.resources = {"num_cpus": plan.cpus_per_task, "num_gpus": gpus}
@@ -139,7 +149,7 @@ class _Farm:
     def _score_ended(self, model: ModelSpec, job: None, value: dict | None, error: str | None) -> None:
         if error is None:
             self.outcome.scores[model.name] = {"status": "done", "result": value}
-            self.say(f"scored  {model.name} ({value['task_s']:.1f} s)")
+            self.say(f"scored  {model.name} ({value['task_s']:.1f} s{retried(value)})")
         else:
             self.outcome.scores[model.name] = {"status": "failed", "error": error}
             self.say(f"FAILED  {model.name} scoring: {error}")
@@ -150,7 +160,7 @@ class _Farm:
             self.outcome.jobs[(model.name, job.ratio)] = {"status": "done", "result": value}
             self.say(f"done    {model.name} ratio {job.ratio:g}: FFN {value['ffn_width_before']} -> "
                      f"{value['ffn_width_after']}, parameters {value['parameters_before']:,} -> "
-                     f"{value['parameters_after']:,} ({value['task_s']:.1f} s) -> {value['out']}")
+                     f"{value['parameters_after']:,} ({value['task_s']:.1f} s{retried(value)}) -> {value['out']}")
         else:
             self.outcome.jobs[(model.name, job.ratio)] = {"status": "failed", "error": error}
             self.say(f"FAILED  {model.name} ratio {job.ratio:g}: {error}")
@@ -181,7 +191,7 @@ class _Farm:
         if error is None:
             self.outcome.evals[model.name] = {"status": "done", "result": value}
             self.say(f"evaluated {model.name}: original PPL {value['original_perplexity']:.4g} "
-                     f"({value['task_s']:.1f} s)")
+                     f"({value['task_s']:.1f} s{retried(value)})")
         else:
             self.outcome.evals[model.name] = {"status": "failed", "error": error}
             self.say(f"FAILED  {model.name} evaluation: {error}")

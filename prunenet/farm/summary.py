@@ -2,8 +2,10 @@
 
 A row: model, ratio, status (done, skipped: an earlier run made it, failed, or in a dry run: to run),
 output, FFN width and parameters before/after, seconds (the model's scoring, shared by its ratios, then
-compress's phases; task_s: the slicing task's wall time), and with `eval` perplexity, KL(original ||
-compressed) and top-1 agreement.
+compress's phases; task_s: the slicing task's wall time), node and retries (the Ray node that ran the slicing
+task and how many times Ray retried it after its worker or node died; for a skipped job, those of the run that
+made it), and with `eval` perplexity, KL(original || compressed) and top-1 agreement. `resources`: the
+cluster's CPUs, GPUs, memory and live nodes when the farm started.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from ..atomic import atomic_write
 from ..eval.table import fmt, markdown
 from .jobs import Job
 from .plan import Plan
-from .runner import Outcome
+from .runner import Outcome, retried
 
 QUALITY = ("perplexity", "kl", "agreement")
 _SIZES = ("ffn_width_before", "ffn_width_after", "parameters_before", "parameters_after")
@@ -59,7 +61,8 @@ def _row(job: Job, status: str, result: dict | None, error: str | None = None) -
         "model": job.model.name, "ratio": job.ratio, "status": status, "output": str(job.out),
         **{key: result.get(key) for key in _SIZES},
         "seconds": dict(result["timings_s"]) if "timings_s" in result else None,
-        "task_s": result.get("task_s"), "error": error, **{key: None for key in QUALITY},
+        "task_s": result.get("task_s"), "node": result.get("node"), "retries": result.get("retries"),
+        "error": error, **{key: None for key in QUALITY},
     }
 
 
@@ -82,7 +85,9 @@ def table(report: dict) -> str:
         seconds = row.get("seconds") or {}
         slice_s = sum(v for k, v in seconds.items() if k != "score") if seconds else None
         cells = [
-            row["model"], f"{row['ratio']:g}", row["status"] + (f" ({row['why']})" if row.get("why") else ""),
+            row["model"], f"{row['ratio']:g}",
+            row["status"] + (f" ({row['why']})" if row.get("why") else "")
+            + (retried(row) if row["status"] == "done" else ""),  # a skipped job's retries were an earlier run's
             _arrow(row["ffn_width_before"], row["ffn_width_after"], "{}"),
             _arrow(row["parameters_before"], row["parameters_after"], "{:.3f}", 1e6),
             fmt(seconds.get("score")), fmt(slice_s),
@@ -115,8 +120,8 @@ def csv_text(report: dict) -> str:
     phases: list[str] = []
     for row in report["jobs"]:
         phases += [p for p in (row.get("seconds") or {}) if p not in phases]
-    columns = ["model", "ratio", "status", "output", *_SIZES, *[f"{p}_s" for p in phases], "task_s", *QUALITY,
-               "error"]
+    columns = ["model", "ratio", "status", "output", *_SIZES, *[f"{p}_s" for p in phases], "task_s", "node", "retries",
+               *QUALITY, "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

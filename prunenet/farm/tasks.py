@@ -3,7 +3,8 @@
 Plain functions (the runner wraps them with `ray.remote`), so that they import without Ray. Each sets torch's
 thread count first: Ray sets OMP_NUM_THREADS only when it starts a worker, and reuses workers across tasks.
 Arguments and results are paths and small dicts; weights never travel through the object store.
-Each records its result beside its output only after the output is complete.
+Each records its result beside its output only after the output is complete, with where it ran (`placement`:
+the Ray node, and how many times Ray had retried the task after a worker or node died).
 """
 from __future__ import annotations
 
@@ -19,6 +20,21 @@ def _threads(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
+def placement() -> dict:
+    """The Ray node running this attempt of the task (its id), and `retries`: the attempt's number, 0 for the
+    first; Ray retries a task whose worker or node died (`max_retries`). Ray has no public call for the attempt
+    number (`ray.util.state` needs the dashboard); where its core worker does not give one, None."""
+    import ray
+
+    try:
+        from ray._private.worker import global_worker
+
+        retries = int(global_worker.core_worker.get_current_task_attempt_number())
+    except Exception:  # a private call: absent or renamed in another Ray version
+        retries = None
+    return {"node": ray.get_runtime_context().get_node_id(), "retries": retries}
+
+
 def score_task(source: str, scores: str, options: dict, key: dict, threads: int) -> dict:
     """`prunenet.score` once per model; a stale scores file (other options, changed model) is replaced."""
     import prunenet
@@ -30,7 +46,7 @@ def score_task(source: str, scores: str, options: dict, key: dict, threads: int)
     (path.parent / SCORES_RECORD).unlink(missing_ok=True)
     report = prunenet.score(source, out=str(path), overwrite=True, **options, progress=False)
     result = {"scores": str(path), "timings_s": report.get("timings_s", {}),
-              "task_s": round(time.perf_counter() - start, 4)}
+              "task_s": round(time.perf_counter() - start, 4), **placement()}
     write_record(path.parent / SCORES_RECORD, key, result)
     return result
 
@@ -50,6 +66,7 @@ def slice_task(scored: dict, source: str, ratio: float, out: str, options: dict,
               ("out", "ffn_width_before", "ffn_width_after", "parameters_before", "parameters_after")}
     result["timings_s"] = report.get("timings_s", {})
     result["task_s"] = round(time.perf_counter() - start, 4)
+    result.update(placement())
     write_record(folder / JOB_RECORD, key, result)
     return result
 
@@ -68,6 +85,7 @@ def eval_task(source: str, outputs: list[str], options: dict, key: dict, record:
                     for out, m in zip(outputs, compressed)},
         "tokens": report["corpus"]["tokens"],
         "task_s": round(time.perf_counter() - start, 4),
+        **placement(),
     }
     write_record(Path(record), key, result)
     return result

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_models, test_eval
 
 import pytest
 import torch
-
-ray = pytest.importorskip("ray")
+from helpers import cli_error, leftovers, read_json, snapshot
+from tiny_models import FFN, VOCAB, build_model, corpus_tokenizer, save_model
 
 import prunenet
 from prunenet.cli import main
 from prunenet.farm.jobs import EVAL_RECORD, JOB_RECORD, SCORES, plan_jobs
 from prunenet.farm.plan import load_plan
 from prunenet.farm.summary import table
-from test_eval import save_tokenizer
-from tiny_models import FFN, VOCAB, build_model, save_model
+
+ray = pytest.importorskip("ray")
 
 RATIOS = [0.1, 0.3, 0.5]
 OPTIONS = {"repair": "none"}
@@ -75,7 +72,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("farm-models")
     families = ["llama", "qwen2", "opt"]
     folders = [save_model(build_model(family, seed=i), root / family) for i, family in enumerate(families)]
-    save_tokenizer(folders[0])
+    corpus_tokenizer().save_pretrained(folders[0])
     return folders
 
 
@@ -87,10 +84,7 @@ def write_plan(path: Path, out: Path, models, ratios=RATIOS, extra: str = "", **
     return path
 
 
-def snapshot(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
-
-
+@pytest.mark.ray
 def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
@@ -98,7 +92,7 @@ def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path,
     plan = write_plan(tmp_path / "plan.toml", out, models)
     assert main(["farm", str(plan), "--json", str(summary)]) == 0
     printed = capsys.readouterr().out
-    report = json.loads(summary.read_text())
+    report = read_json(summary)
     assert report["counts"] == {"done": 9}
     assert printed.count("done    ") == 9 and "9 jobs: 9 done" in printed
     csv_lines = summary.with_suffix(".csv").read_text().splitlines()
@@ -112,12 +106,12 @@ def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path,
             assert row["parameters_after"] < row["parameters_before"]
             loaded = AutoModelForCausalLM.from_pretrained(folder)
             assert loaded(TOKENS).logits.shape == (1, TOKENS.shape[1], VOCAB)
-            assert json.loads((folder / JOB_RECORD).read_text())["key"]["ratio"] == ratio
+            assert read_json(folder / JOB_RECORD)["key"]["ratio"] == ratio
     # The farm's rows are the ones plain compress keeps with the same options.
     direct = tmp_path / "direct"
     prunenet.compress(models[2], direct, ratio=0.3, selector="magnitude", progress=False, **OPTIONS)
-    farmed = json.loads((out / models[2].name / "ratio-0.3" / "prunenet.json").read_text())
-    assert farmed["kept_rows"] == json.loads((direct / "prunenet.json").read_text())["kept_rows"]
+    farmed = read_json(out / models[2].name / "ratio-0.3" / "prunenet.json")
+    assert farmed["kept_rows"] == read_json(direct / "prunenet.json")["kept_rows"]
 
     # A second run skips everything and rewrites nothing.
     before = snapshot(out)
@@ -138,17 +132,18 @@ def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path,
     assert third["counts"] == {"skipped": 6, "done": 6}
 
 
+@pytest.mark.ray
 def test_broken_model_fails_alone(ray_session, models, tmp_path, capsys):
     broken = tmp_path / "broken"
     save_model(build_model("llama", seed=5), broken)
-    config = json.loads((broken / "config.json").read_text())
+    config = read_json(broken / "config.json")
     (broken / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     out = tmp_path / "runs"
     plan = write_plan(tmp_path / "plan.toml", out, [models[0], broken, models[2]], ratios=[0.2, 0.4])
     with pytest.raises(SystemExit) as exited:
         main(["farm", str(plan), "--json", str(tmp_path / "s.json")])
     assert exited.value.code == 1
-    report = json.loads((tmp_path / "s.json").read_text())
+    report = read_json(tmp_path / "s.json")
     assert report["counts"] == {"done": 4, "failed": 2}
     for row in report["jobs"]:
         if row["model"] == "broken":
@@ -161,18 +156,20 @@ def test_broken_model_fails_alone(ray_session, models, tmp_path, capsys):
     assert "FAILED  broken ratio 0.2: unsupported model_type 'bert'" in printed and "2 failed" in printed
 
 
+@pytest.mark.ray
 def test_killed_worker_is_retried(ray_session, markers, tmp_path):
     victim = save_model(build_model("qwen2", seed=7), tmp_path / "victim")
     (markers / "victim").touch()
     plan = write_plan(tmp_path / "plan.toml", tmp_path / "runs", [victim], ratios=[0.25], extra="retries = 2")
     report = prunenet.farm(plan, progress=False)
     assert (markers / "victim.killed").exists() and not (markers / "victim").exists()  # a worker did die
-    assert report["counts"] == {"done": 1}
+    assert report["counts"] == {"done": 1} and report["jobs"][0]["retries"] == 1
     folder = Path(report["jobs"][0]["output"])
-    assert json.loads((folder / "config.json").read_text())["intermediate_size"] == int(0.75 * FFN)
-    assert [p.name for p in folder.parent.iterdir() if ".partial-" in p.name] == []
+    assert read_json(folder / "config.json")["intermediate_size"] == int(0.75 * FFN)
+    assert leftovers(folder.parent) == []
 
 
+@pytest.mark.ray
 def test_eval_table_and_plot(ray_session, models, tmp_path, capsys):
     """The first model has a tokenizer and is evaluated; the second has none: its evaluation fails alone."""
     out = tmp_path / "runs"
@@ -181,7 +178,7 @@ def test_eval_table_and_plot(ray_session, models, tmp_path, capsys):
     assert main(["farm", str(plan), "--quiet", "--json", str(tmp_path / "s.json"),
                  "--plot", str(tmp_path / "q.png")]) == 0
     assert capsys.readouterr().out == ""  # --quiet
-    report = json.loads((tmp_path / "s.json").read_text())
+    report = read_json(tmp_path / "s.json")
     assert report["counts"] == {"done": 4}
     rows = [r for r in report["jobs"] if r["model"] == "llama"]
     assert all(r["perplexity"] > 1 and r["kl"] >= 0 and 0 <= r["agreement"] <= 1 for r in rows)
@@ -199,6 +196,7 @@ def test_eval_table_and_plot(ray_session, models, tmp_path, capsys):
     assert [r["perplexity"] for r in again["jobs"]] == [r["perplexity"] for r in report["jobs"]]
 
 
+@pytest.mark.ray
 def test_ctrl_c_cancels_and_a_rerun_finishes(ray_session, models, tmp_path, monkeypatch, capsys):
     from prunenet.farm import runner
 
@@ -249,9 +247,8 @@ def test_bad_plan_refused_before_any_work(case, models, tmp_path, capsys):
     plan.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(error, match=named.replace(".", r"\.")):
         prunenet.farm(plan, progress=False)
-    assert main(["farm", str(plan), "--json", str(tmp_path / "s.json")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("prunenet: error: plan") and "\n" not in err
+    line = cli_error(capsys, ["farm", str(plan), "--json", str(tmp_path / "s.json")])
+    assert line.startswith("prunenet: error: plan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]  # no output root, no summary
 
 
@@ -261,7 +258,7 @@ def test_dry_run_runs_nothing(models, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("to run (new)") == 4 and "dry run: 4 jobs: 4 to run" in printed
     assert not (tmp_path / "runs").exists()
-    assert json.loads((tmp_path / "s.json").read_text())["dry_run"] is True
+    assert read_json(tmp_path / "s.json")["dry_run"] is True
 
 
 def test_cli_refuses_local_sizes_with_an_address(models, tmp_path, capsys):
