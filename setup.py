@@ -14,7 +14,8 @@ setup(
     # `kernels/` installs as `prunenet_kernels`: a top-level `kernels` would shadow the Hugging Face
     # package of that name, which transformers probes for.
     packages=[*find_packages(include=["prunenet", "prunenet.*"]),
-              *("prunenet_kernels" + p.removeprefix("kernels") for p in find_packages(include=["kernels", "kernels.*"]))],
+              *("prunenet_kernels" + name.removeprefix("kernels")
+                for name in find_packages(include=["kernels", "kernels.*"]))],
     package_dir={"prunenet_kernels": "kernels"},
     install_requires=[
         "torch>=2.4,<3",

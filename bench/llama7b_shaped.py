@@ -50,11 +50,11 @@ def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_checkpoint(folder: Path, shape: dict, seed: int = 0) -> float:
+def write_checkpoint(folder: Path, dims: dict, seed: int = 0) -> float:
     """The random checkpoint, shard by shard; returns its size in GB."""
     tokenizer_source = resolve_model("smollm2-135m")
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = tensor_shapes(shape)
+    shapes = tensor_shapes(dims)
     shards, current, size = [], {}, 0
     for name, shape in shapes.items():
         nbytes = math.prod(shape) * 2
@@ -83,7 +83,7 @@ def write_checkpoint(folder: Path, shape: dict, seed: int = 0) -> float:
     (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "dtype": "bfloat16",
-              "bos_token_id": 1, "eos_token_id": 2, **shape}
+              "bos_token_id": 1, "eos_token_id": 2, **dims}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for path in tokenizer_source.iterdir():
         if path.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
@@ -148,7 +148,7 @@ def main() -> None:
         return
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "llama7b_shaped-cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    phases = " | ".join(f"{k} {v:.0f} s" for k, v in run["timings_s"].items())
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in run["timings_s"].items())
     (RESULTS / "llama7b_shaped-cpu.md").write_text(
         f"LLaMA-2-7B-shaped checkpoint ({size_gb:.1f} GiB bf16), default compress at r = 0.3, probes: 4096 tokens "
         f"from a file; {result['machine']}, {args.threads} threads, load average before "

@@ -25,6 +25,10 @@ from typing import Literal, get_args
 
 import torch
 
+from .calibration.probes import ProbePlan, generate
+from .config import SELF
+from .progress import progress_bar
+
 Train = Literal["ffn_norms", "ffn", "norms", "all"]
 Schedule = Literal["cosine", "constant"]
 TRAIN_CHOICES: tuple[str, ...] = get_args(Train)
@@ -33,7 +37,6 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 # Names that Hugging Face decoder layers give their FFN block ("mlp" for Llama, Qwen, Gemma, Phi, Falcon,
 # GPT-NeoX) or its matrices where the layer holds them itself (OPT's fc1 and fc2).
 FFN_MODULES = ("mlp", "feed_forward", "ffn", "fc1", "fc2")
-DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is sampled again
 TEXT_BATCH = 64  # sequences sampled together: on a CPU, 64 writes ~1.6x the tokens per second of 16
 
 
@@ -205,8 +208,6 @@ def _device(model: torch.nn.Module) -> torch.device:
 def teacher_targets(teacher: torch.nn.Module, tokens: torch.Tensor, length: int, top_k: int,
                     batch_size: int = 4, progress: bool = False) -> TeacherTargets:
     """The teacher's top-k targets for every sequence of `chunks(tokens, length)`, computed once."""
-    from tqdm.auto import tqdm
-
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k={top_k!r} must be a positive int")
     sequences = chunks(tokens, length)
@@ -217,7 +218,8 @@ def teacher_targets(teacher: torch.nn.Module, tokens: torch.Tensor, length: int,
     teacher.eval()
     indices, logprobs, rest = [], [], []
     try:
-        for batch in tqdm(sequences.split(batch_size), desc="teacher top-k", unit="batch", disable=not progress):
+        batches = sequences.split(batch_size)
+        for batch in progress_bar(batches, desc="teacher top-k", unit="batch", disable=not progress):
             log_p = torch.log_softmax(_logits(teacher, batch.to(device)).float(), dim=-1)
             values, where = log_p.topk(top_k, dim=-1)
             indices.append(where.to("cpu", torch.int32))
@@ -269,8 +271,6 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
     teacher_seconds (the up-front top-k pass), kl_first (the first batch before any update), kl_last (the
     last batch), kl_steps (every step's batch KL; reduced KL when top_k > 0), trained_parameters.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(config, HealConfig):
         raise TypeError(f"config must be a HealConfig, got {type(config).__name__}")
     config.validate()
@@ -310,7 +310,7 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
     needed = config.steps * config.batch_size
     order = torch.cat(list(_order(sequences.shape[0], needed, config.seed)))
     kl_steps: list[float] = []
-    bar = tqdm(total=config.steps, desc=f"heal ({config.train})", unit="step", disable=not progress)
+    bar = progress_bar(total=config.steps, desc=f"heal ({config.train})", unit="step", disable=not progress)
     start = time.perf_counter()
     try:
         for step in range(config.steps):
@@ -319,7 +319,7 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
             logits = _logits(student, batch)
-            if config.top_k:
+            if targets is not None:  # set exactly when config.top_k > 0
                 kl = reduced_kl(logits, targets.batch(rows, device))
             else:
                 with torch.no_grad():
@@ -364,22 +364,6 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
     }
 
 
-def _eos_ids(teacher: torch.nn.Module, tokenizer) -> list[int]:
-    """Every end-of-sequence id the tokenizer or the model's generation config knows."""
-    ids = set()
-    for source in (getattr(tokenizer, "eos_token_id", None),
-                   getattr(getattr(teacher, "generation_config", None), "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, (list, tuple)):
-            ids.update(int(i) for i in source)
-    return sorted(ids)
-
-
-def _distinct_share(tokens: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([row.unique().numel() / row.numel() for row in tokens])
-
-
 @torch.no_grad()
 def teacher_text(teacher: torch.nn.Module, tokenizer, sequences: int, length: int, seed: int,
                  progress: bool = False, batch_size: int = TEXT_BATCH) -> torch.Tensor:
@@ -387,11 +371,9 @@ def teacher_text(teacher: torch.nn.Module, tokenizer, sequences: int, length: in
 
     Each sequence starts from the tokenizer's BOS, so the model picks its own first word; without a BOS,
     from a random non-special token. End-of-sequence is suppressed, so every sequence is full length.
-    Sequences whose distinct-token share is below DEGENERATE_SHARE are sampled again, once. Seeded: the
-    same seed and batch_size give the same text on the same machine.
+    Sequences whose distinct-token share is below probes.DEGENERATE_SHARE are sampled again, once. Seeded: the
+    same seed and batch_size give the same text on the same machine. The probes' own sampler writes it.
     """
-    from tqdm.auto import tqdm
-
     for name, value, minimum in (("sequences", sequences, 1), ("length", length, 2), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"teacher_text {name} must be an int, got {type(value).__name__} {value!r}")
@@ -399,47 +381,14 @@ def teacher_text(teacher: torch.nn.Module, tokenizer, sequences: int, length: in
             raise ValueError(f"teacher_text {name}={value!r} must be at least {minimum}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"teacher_text seed must be an int, got {type(seed).__name__} {seed!r}")
-    device, was_training = _device(teacher), teacher.training
-    teacher.eval()
-    generator = torch.Generator().manual_seed(seed)
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None:
-        special = set(tokenizer.all_special_ids)
-        ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
-    eos = _eos_ids(teacher, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
-    bar = tqdm(total=sequences * length, desc="teacher text", unit="tok", disable=not progress)
-
-    def sample(count: int) -> torch.Tensor:
-        rows = []
-        for start in range(0, count, batch_size):
-            size = min(batch_size, count - start)
-            if bos is not None:
-                first = torch.full((size, 1), bos, dtype=torch.long)
-            else:
-                first = ordinary[torch.randint(len(ordinary), (size, 1), generator=generator)]
-            # generate() samples from the global generator: fork it so the caller's stream is untouched.
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-                out = teacher.generate(
-                    first.to(device), attention_mask=torch.ones_like(first, device=device), do_sample=True,
-                    temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=length - 1, min_new_tokens=length - 1,
-                    eos_token_id=eos or None, pad_token_id=pad,
-                )
-            rows.append(out[:, :length].cpu())
-            bar.update(size * length)
-        return torch.cat(rows)
-
+    if not hasattr(teacher, "generate"):
+        raise TypeError(f"teacher_text needs a generating model (a transformers model), got {type(teacher).__name__}")
+    was_training = teacher.training
     try:
-        tokens = sample(sequences)
-        bad = (_distinct_share(tokens) < DEGENERATE_SHARE).nonzero().flatten()
-        if len(bad):
-            bar.total += len(bad) * length
-            tokens[bad] = sample(len(bad))
+        return generate(teacher.eval(), tokenizer, ProbePlan(SELF, sequences * length, length, seed), progress,
+                        batch=batch_size)
     finally:
-        bar.close()
         teacher.train(was_training)
-    return tokens.long()
 
 
 __all__ = ["HealConfig", "TeacherTargets", "chunks", "distill_kl", "full_kl", "heal", "parameter_groups",

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 import transformers as T
+from tiny_models import tiny_tokenizer
 
 from prunenet.healing import (
     HealConfig,
@@ -23,13 +24,7 @@ HIDDEN, FFN, LAYERS, VOCAB, LENGTH = 32, 64, 2, 128, 32
 
 
 def tokenizer() -> T.PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    specials = ["<pad>", "<s>", "</s>"]
-    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(len(specials), VOCAB)])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    return tiny_tokenizer(VOCAB)
 
 
 def config(ffn: int) -> T.LlamaConfig:

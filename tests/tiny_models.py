@@ -51,12 +51,12 @@ def build_model(name: str, seed: int = 0, **config) -> torch.nn.Module:
     return model.eval()
 
 
-def tiny_tokenizer() -> T.PreTrainedTokenizerFast:
-    """A word-level tokenizer over the tiny models' VOCAB ids: 3 specials and w3..w95 (probes need one)."""
+def tiny_tokenizer(size: int = VOCAB) -> T.PreTrainedTokenizerFast:
+    """A word-level tokenizer over `size` ids (default the tiny models' VOCAB): 3 specials and w3, w4, ..."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     specials = ["<pad>", "<s>", "</s>"]
-    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(len(specials), VOCAB)])}
+    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(len(specials), size)])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")

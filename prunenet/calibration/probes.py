@@ -27,6 +27,8 @@ from ..progress import progress_bar
 
 DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is thrown away
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+# Sequences sampled per `generate` call. Decoding on a CPU is compute-bound: all 32 default sequences at
+# once gained only 1.08x over 16 (bench/test_bench_probes.py), and would change every cached probe set.
 GENERATION_BATCH = 16
 PASS_BATCH = 8  # sequences per micro-batch of the statistics pass
 
@@ -167,6 +169,8 @@ def load_generator(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Mod
     """The whole model, to write probes with; refused in one line where it does not fit."""
     from transformers import AutoModelForCausalLM
 
+    # float32 on a CPU: sampling a bfloat16 model there ran 1.31x faster, but its probes were not shown to
+    # be as good (bench/results/probe_speed-cpu.json).
     try:
         return AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=compute_dtype(device)).to(device).eval()
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
@@ -184,8 +188,10 @@ def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float
     }
 
 
-def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool = False) -> torch.Tensor:
-    """Sample `options.sequences` sequences of `options.length` tokens from the model itself."""
+def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool = False,
+             batch: int = GENERATION_BATCH, cache: str | None = None) -> torch.Tensor:
+    """Sample `options.sequences` sequences of `options.length` tokens from the model itself, `batch` at a
+    time; `cache` is transformers' `cache_implementation` (None: its dynamic KV cache)."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     device = next(model.parameters()).device
@@ -205,20 +211,21 @@ def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
 
     def sample(count: int) -> torch.Tensor:
         rows = []
-        for start in range(0, count, GENERATION_BATCH):
-            size = min(GENERATION_BATCH, count - start)
+        for start in range(0, count, batch):
+            size = min(batch, count - start)
             if bos is not None:
                 first = torch.full((size, 1), bos, dtype=torch.long)
             else:
                 first = ordinary[torch.randint(len(ordinary), (size, 1), generator=generator)]
             bar.update(size)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
                 out = model.generate(
                     first.to(device), attention_mask=torch.ones_like(first, device=device), do_sample=True,
                     temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=options.length - 1,
                     min_new_tokens=options.length - 1, pad_token_id=tokenizer.pad_token_id or 0,
                     stopping_criteria=StoppingCriteriaList([_Progress()]),
+                    **({"cache_implementation": cache} if cache else {}),
                 )
             rows.append(out[:, : options.length].cpu())
         return torch.cat(rows)

@@ -103,11 +103,7 @@ class Checkpoint:
 
     def check_finite(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` (read from `name`) if it holds no NaN or Inf; else a ValueError naming it and its shard."""
-        bad = tensor.numel() - int(torch.isfinite(tensor).sum())
-        if bad:
-            raise ValueError(f"shard {str(self.path / self.weight_map[name])!r}: tensor {name!r} holds {bad} NaN or "
-                             "infinite values; its rows cannot be scored")
-        return tensor
+        return refuse_non_finite(tensor, f"shard {str(self.path / self.weight_map[name])!r}: tensor {name!r}")
 
     def num_parameters(self) -> int:
         """Elements stored in the checkpoint (tied weights stored once count once)."""
@@ -170,6 +166,14 @@ class ShardReader:
                 raise ValueError(f"corrupt shard {str(self.path)!r}: tensor {name!r} is cut short")
             done += got
         return data
+
+
+def refuse_non_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """`tensor` if it holds no NaN or Inf; else a ValueError naming `what` and the count."""
+    bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+    if bad:
+        raise ValueError(f"{what} holds {bad} NaN or infinite values; its rows cannot be scored")
+    return tensor
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import refuse_non_finite
 from .ffn_map import SlicePlan
 
 IN_MEMORY = "memory"  # the shard every tensor of a loaded model "lives in"
@@ -44,11 +45,7 @@ class ModelTensors:
         return tensor if rows is None else tensor[rows]
 
     def check_finite(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        bad = tensor.numel() - int(torch.isfinite(tensor).sum())
-        if bad:
-            raise ValueError(f"the loaded model's tensor {name!r} holds {bad} NaN or infinite values; its rows "
-                             "cannot be scored")
-        return tensor
+        return refuse_non_finite(tensor, f"the loaded model's tensor {name!r}")
 
     def num_parameters(self) -> int:
         """Elements held, tied weights once (as a checkpoint stores them)."""
