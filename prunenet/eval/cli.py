@@ -62,6 +62,10 @@ def add_eval_parser(commands) -> None:
     tasks.add_argument("--tasks", help="comma-separated lm-eval tasks, e.g. piqa,arc_easy,hellaswag,winogrande")
     tasks.add_argument("--task-limit", type=int, help="at most this many examples per task (for quick checks)")
     tasks.add_argument("--task-include", metavar="DIR", help="folder of extra task YAML files")
+    ev.add_argument("--answers", action="store_true",
+                    help="also ask every model 21 short questions (facts, sums, small code tasks, a summary) through "
+                         "its chat template, greedy, checked by rule; code answers are run in a separate Python "
+                         "process with a 5 s limit. Prints them side by side")
     ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     ev.add_argument("--json", dest="json_path", metavar="PATH", help="write the report as JSON to PATH")
     ev.add_argument("--quiet", action="store_true",
@@ -87,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     import torch
 
     from .evaluation import evaluate
-    from .table import eval_table
+    from .table import answers_table, eval_table
 
     if args.threads is not None:
         torch.set_num_threads(check_count("threads", args.threads, 1))
@@ -96,7 +100,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     report = evaluate(
         args.original, args.compressed, text=args.text, tokens=args.tokens, window=args.window,
         throughput=settings or False, tasks=args.tasks, task_limit=args.task_limit,
-        task_include_path=args.task_include, device=args.device, json_path=args.json_path,
+        task_include_path=args.task_include, answers=args.answers, device=args.device, json_path=args.json_path,
         progress=not args.quiet,
     )
     corpus = report["corpus"]
@@ -105,6 +109,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     if settings:
         print(f"throughput: {settings.describe()}")
     print(eval_table(report))
+    if args.answers:
+        print(answers_table(report))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_s"].items())
     print(f"time: {phases}; peak RSS {report['peak_rss_mb']:.0f} MiB")
     return report

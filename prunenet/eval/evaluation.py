@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ..devices import resolve_device
 from ..report import PhaseTimer, check_json_path, peak_rss_mb, save_report
+from .answers import answer_all, kept_share
 from .corpus import DEFAULT_CORPUS, DEFAULT_TOKENS, DEFAULT_WINDOW, check_count, default_text, read_text, token_windows
 from .metrics import quality
 from .models import load_model, load_tokenizer, resolve
@@ -31,6 +32,7 @@ def evaluate(
     tasks: str | Sequence[str] | None = None,
     task_limit: int | None = None,
     task_include_path: str | os.PathLike | None = None,
+    answers: bool = False,
     device: str = "auto",
     json_path: str | os.PathLike | None = None,
     progress: bool = False,
@@ -43,7 +45,8 @@ def evaluate(
     next-token distributions and the fraction of positions where both predict the same top-1 token.
     `throughput`: True for the default `ThroughputSettings`, custom settings, or False to skip.
     `tasks` ("piqa,arc_easy" or a list) run through lm-eval (extra `[eval]`), at most `task_limit`
-    examples each, with task YAMLs also looked up in `task_include_path`.
+    examples each, with task YAMLs also looked up in `task_include_path`. `answers`: the short questions
+    of `answers.PROMPTS` through the chat template, greedy, checked by rule (code tasks run their function).
     Returns the report (also written as JSON to `json_path` if given); `models[0]` is the original.
     """
     if isinstance(compressed, (str, os.PathLike)) or not isinstance(compressed, Sequence):
@@ -80,6 +83,12 @@ def evaluate(
             entry["throughput"] = measure(model.model, settings, bar.update) if settings else None
         with timer.phase("tasks"):
             entry["tasks"] = run_tasks(model.model, tokenizer, task_names, manager, task_limit) if task_names else None
+        if answers:
+            with timer.phase("answers"):
+                entry["answers"] = answer_all(model.model, tokenizer)
+            entry["answers_right"] = sum(a["right"] for a in entry["answers"])
+            entry["answers_kept"] = kept_share(models[0]["answers"], entry["answers"]) if entry is not models[0] \
+                else None
     bar.close()
     report = {
         "command": "eval",

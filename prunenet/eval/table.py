@@ -33,3 +33,20 @@ def eval_table(report: Mapping) -> str:
             *[fmt(scores.get(t, {}).get("acc")) for t in task_names],
         ])
     return markdown(headers, rows)
+
+
+def answers_table(report: Mapping, width: int = 40) -> str:
+    """One row per question: whether each model answered it right, and its answer (shortened)."""
+    models = [m for m in report["models"] if m.get("answers")]
+    headers = ["question", *[f"{m['name']}" for m in models]]
+    rows = []
+    for i, question in enumerate(models[0]["answers"]):
+        cells = [question["prompt"][:width]]
+        for model in models:
+            entry = model["answers"][i]
+            answer = " ".join(entry["answer"].split())[:width]
+            cells.append(f"{'right' if entry['right'] else 'WRONG'}: {answer}".replace("|", "/"))
+        rows.append(cells)
+    totals = ["right", *[f"{m['answers_right']} of {len(m['answers'])}" + (
+        "" if m.get("answers_kept") is None else f" (keeps {m['answers_kept']:.0%})") for m in models]]
+    return markdown(headers, rows + [totals])
