@@ -259,7 +259,7 @@ def compress(
     results = []
     for r, path in zip(all_ratios, outputs):
         k, n = widths[r], start.plan.n
-        kept = chosen.kept[r] if k < n else torch.arange(n).expand(start.plan.num_layers, n)
+        kept = chosen.kept[r] if k < n else start.plan.every_row()
         provenance = {
             "ratio": r, "ffn_width_before": n, "ffn_width_after": k, **config.to_options(),
             "repair": config.repair if k < n else "none",
@@ -314,7 +314,7 @@ def prune_(
     chosen, probe_set = selection.rows(start, {ratio: k}, False, progress)
     model.train(was_training)
     before = describe(tensors, family, start.plan)
-    kept = chosen.kept[ratio] if k < n else torch.arange(n).expand(start.plan.num_layers, n)
+    kept = chosen.kept[ratio] if k < n else start.plan.every_row()
     with start.timer.phase("slice"):
         slice_in_place(model, start.plan, kept.to(device), chosen.replacements.get(ratio))
     return _finish(start, {

@@ -89,11 +89,15 @@ def load_tokenizer(checkpoint: Checkpoint):
                          f"({type(exc).__name__}); add its tokenizer files") from None
 
 
-def check_same_tokenizer(tokenizer, writers: object, writer: str) -> None:
-    """Probes written by another model must be in the same token ids as the model they calibrate."""
-    if tokenizer.get_vocab() != writers.get_vocab():  # type: ignore[attr-defined]
-        raise ValueError(f"probe model {writer!r} has another tokenizer than the model it writes probes for; "
+def probe_writer(config: ProbeConfig, tokenizer, progress: bool) -> Checkpoint:
+    """The checkpoint of `config.model`, the model asked to write the probes; it must share the tokenizer, so
+    that its probes are in the token ids of the model they calibrate."""
+    assert config.model is not None
+    writer = Checkpoint(resolve_model(config.model, progress))
+    if tokenizer.get_vocab() != load_tokenizer(writer).get_vocab():
+        raise ValueError(f"probe model {config.model!r} has another tokenizer than the model it writes probes for; "
                          "it must share the vocabulary (e.g. a smaller model of the same family)")
+    return writer
 
 
 def probe_batches(tokens: torch.Tensor, size: int = PASS_BATCH) -> list[torch.Tensor]:
@@ -120,19 +124,15 @@ def get_probes(
     if options.source != SELF:
         tokens = tokens_from_file(Path(options.source), tokenizer, options)
         return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
-    writer = checkpoint
+    writer = checkpoint if config.model is None else probe_writer(config, tokenizer, progress)
     key = {**asdict(options), "model": fingerprint(checkpoint), "degenerate_share": DEGENERATE_SHARE}
     if config.model is not None:
-        writer = Checkpoint(resolve_model(config.model, progress))
-        check_same_tokenizer(tokenizer, load_tokenizer(writer), config.model)
         key["writer"] = fingerprint(writer)
     path = cache / "probes" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return Probes(saved["tokens"].long(), {**json.loads(saved["info"]), "cached": True})
-    probes = _written(load_generator(writer, device), tokenizer, options, progress)
-    if config.model is not None:
-        probes.info["writer"] = str(config.model)
+    probes = _written(load_generator(writer, device), tokenizer, options, progress, config.model)
     tokens = probes.tokens
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, True, lambda tmp: torch.save(
@@ -151,18 +151,18 @@ def probes_of_model(model: torch.nn.Module, tokenizer, config: ProbeConfig, seed
         tokens = tokens_from_file(Path(options.source), tokenizer, options)
         return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
     if config.model is not None:
-        writer = Checkpoint(resolve_model(config.model, progress))
-        check_same_tokenizer(tokenizer, load_tokenizer(writer), config.model)
-        probes = _written(load_generator(writer, next(model.parameters()).device), tokenizer, options, progress)
-        probes.info["writer"] = str(config.model)
-        return probes
+        generator = load_generator(probe_writer(config, tokenizer, progress), next(model.parameters()).device)
+        return _written(generator, tokenizer, options, progress, config.model)
     return _written(model, tokenizer, options, progress)
 
 
-def _written(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool) -> Probes:
+def _written(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool,
+             writer: str | None = None) -> Probes:
+    """Probes `model` writes now; `writer` names it in their info when it is not the model they calibrate."""
     start = time.perf_counter()
     tokens = generate(model, tokenizer, options, progress)
-    return Probes(tokens, _info(options, tokens, cached=False, seconds=time.perf_counter() - start))
+    info = _info(options, tokens, cached=False, seconds=time.perf_counter() - start)
+    return Probes(tokens, info if writer is None else {**info, "writer": str(writer)})
 
 
 def load_generator(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:

@@ -55,6 +55,10 @@ class SlicePlan:
                 )
             self.roles[name] = (layer, role)
 
+    def every_row(self) -> torch.Tensor:
+        """Kept rows (L, n) that keep every row: what a ratio that removes none writes."""
+        return torch.arange(self.n).expand(self.num_layers, self.n)
+
     @property
     def num_layers(self) -> int:
         return len({layer for layer, _ in self.roles.values()})
