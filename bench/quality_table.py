@@ -3,10 +3,12 @@
     python bench/quality_table.py                         # -> bench/results/quality_table.{md,json}, .png
     python bench/quality_table.py --tokens 2048 --threads 2 --seeds 0 --out /tmp/quality
 
-Methods (`METHODS`): the default (activation-aware rows + least-squares repair, probes the model writes
-itself), the paper's PruneNet policy (fit at --fit-ratio, sampled rows), random rows, and, on the first
-seed only, the variants that choose the defaults: no repair, OBS rows, sequential statistics, repair of
-random and of PruneNet rows, largest gate-row norm. Each method compresses every ratio in one
+Methods (`METHODS`): the default (activation-aware rows + least-squares repair, sequential statistics on
+8192 probe tokens the model writes itself), the previous default (one-shot statistics, 4096 probes), the
+paper's PruneNet policy (fit at --fit-ratio, sampled rows), random rows, and, on the first seed only, the
+variants that choose the defaults: one-shot statistics, no repair, OBS rows, the fits against the original
+(reconstruct, reconstruct-layer), twice the probes, repair of random and of PruneNet rows, largest
+gate-row norm. Each method compresses every ratio in one
 `prunenet.compress` call; a seed changes the probes (self-written text), the policy and random rows.
 All models of a seed are evaluated in one `prunenet.eval.evaluate` call against the original on the first
 --tokens tokens of the default corpus (pydoc_data.topics): perplexity, mean KL(original || compressed)
@@ -36,11 +38,16 @@ DEFAULT_LABEL = "activation + lsq (default)"
 # label -> (compress options, every seed (True) or the first seed only (False))
 METHODS: dict[str, tuple[dict, bool]] = {
     DEFAULT_LABEL: (dict(selector="activation", repair="lsq"), True),
+    "previous default: oneshot, 4096 probes": (dict(selector="activation", repair="lsq", statistics="oneshot",
+                                                    probe_tokens=4096), True),
     "prunenet (paper)": (dict(selector="prunenet", repair="none"), True),
     "random": (dict(selector="random", repair="none"), True),
+    "oneshot": (dict(selector="activation", repair="lsq", statistics="oneshot"), False),
     "activation": (dict(selector="activation", repair="none"), False),
     "obs + lsq": (dict(selector="obs", repair="lsq"), False),
-    "activation + lsq, sequential": (dict(selector="activation", repair="lsq", statistics="sequential"), False),
+    "reconstruct": (dict(selector="activation", repair="lsq", statistics="reconstruct"), False),
+    "reconstruct-layer": (dict(selector="activation", repair="lsq", statistics="reconstruct-layer"), False),
+    "16384 probes": (dict(selector="activation", repair="lsq", probe_tokens=16384), False),
     "random + lsq": (dict(selector="random", repair="lsq"), False),
     "prunenet + lsq": (dict(selector="prunenet", repair="lsq"), False),
     "magnitude": (dict(selector="magnitude", repair="none"), False),
@@ -55,14 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=256, help="tokens per window (default 256)")
     parser.add_argument("--ratios", default="0.1,0.2,0.3,0.4", help="compression ratios (default 0.1,0.2,0.3,0.4)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
-    parser.add_argument("--methods", help=f"comma-separated subset of: {'; '.join(METHODS)} (default all)")
+    parser.add_argument("--methods", help=f"semicolon-separated subset of: {'; '.join(METHODS)} (default all)")
     parser.add_argument("--fit-ratio", type=float, default=0.3, help="ratio the policy is trained at (default 0.3)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--work", help="folder for the temporary compressed models (default: the system's)")
     args = parser.parse_args(argv)
     args.ratios = [float(r) for r in args.ratios.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.methods = list(METHODS) if not args.methods else [m.strip() for m in args.methods.split(",")]
+    args.methods = list(METHODS) if not args.methods else [m.strip() for m in args.methods.split(";")]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -192,7 +199,21 @@ and the random rows); the others on seed {s['seeds'][0]} only. Probes: the model
 `prunenet compress`), no outside data. PruneNet: one fit per seed at ratio {s['fit_ratio']}. No fine-tuning.
 
 {summary_markdown(result['summary'])}
+
+Seconds per phase of each method's `prunenet.compress` call (every ratio in one call; probes read from the
+cache when an earlier method of the seed wrote the same ones), seed {s['seeds'][0]}:
+
+{timings_markdown(result['compress_timings_s'][s['seeds'][0]])}
 """
+
+
+def timings_markdown(timings: dict[str, dict[str, float]]) -> str:
+    phases: list[str] = []
+    for seconds in timings.values():
+        phases += [phase for phase in seconds if phase not in phases and phase != "resolve"]
+    rows = [[method, *(fmt(seconds.get(phase), 3) for phase in phases), fmt(sum(seconds.values()), 3)]
+            for method, seconds in timings.items()]
+    return markdown(["method", *phases, "total"], rows)
 
 
 if __name__ == "__main__":

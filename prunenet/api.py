@@ -8,10 +8,11 @@ heavy work, and returns (and optionally writes as JSON) a report of what it did.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,12 +26,16 @@ from .calibration.layer_stream import CheckpointStream, LayerStream
 from .calibration.probes import Probes, get_probes, probe_batches, probes_of_model
 from .config import CompressConfig, Config, FitConfig
 from .devices import compute_dtype, resolve_device
+from .healing import distill_kl
+from .memory import require_memory
 from .model import open_model
 from .model.checkpoint import Checkpoint
 from .model.embedded import DEFAULT_MODEL, cache_root
 from .model.families import Family, family_for
 from .model.ffn_map import SlicePlan, TensorSource, check_scored_finite, describe, load_scored
 from .model.in_memory import ModelTensors, slice_in_place
+from .progress import progress_bar
+from .quality_target import FLOAT32, MAX_KL_TOKENS, WidthSearch, search_width, width_grid
 from .ratios import check_ratio, kept_width, output_paths, parse_ratios
 from .repairs import REPAIRS
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
@@ -38,6 +43,7 @@ from .scores import StoredScores
 from .selectors import Run, Selector, StatisticsSelector, WeightSelector, make_selector
 from .selectors.policy.fit import fit_summary, train_policy
 from .selectors.policy.network import Policy, load_policy
+from .stages.pipeline import StagePipeline, load_teacher, sliced_copy, stored_names, stored_tensors
 from .writer import output_dtype, write_compressed
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -188,6 +194,7 @@ class _Selection:
         if weights is not None:
             self.selector.prepare(weights, self.ratios, Run(timer, progress, overwrite, start.checkpoint.model_type))
         sliced = {r: k for r, k in widths.items() if k < start.plan.n}
+        MODES[self.config.statistics].check(start.family)
         probe_set = None
         if self.needs_probes and sliced:
             with timer.phase("probes"):
@@ -209,6 +216,47 @@ class _Selection:
         return chosen, probe_set
 
 
+def _search_width(selection: _Selection, start: _Start, max_kl: float, tokens: int, overwrite: bool,
+                  progress: bool) -> tuple[WidthSearch, ProbeSelection, Probes | None]:
+    """The narrowest width whose compressed model stays within `max_kl` of the original on held-out self text;
+    its rows and repaired matrices, and the probes used."""
+    assert isinstance(start.checkpoint, Checkpoint)
+    config, n = selection.config, start.plan.n
+    require_memory(2 * FLOAT32 * describe(start.checkpoint, start.family, start.plan)["parameters"], start.device,
+                   "max_kl measures the original and a compressed model whole, in float32,")
+    # Another seed than the probes' (`seed`): the KL is measured on text the selection never saw.
+    held_out = get_probes(start.checkpoint, replace(config.probes, tokens=tokens, length=None), config.seed + 1,
+                          cache_root(), start.device, progress).tokens
+    teacher = load_teacher(start.checkpoint.path, start.device)
+    names = stored_names(teacher, start.checkpoint.weight_map)
+    found: dict[int, tuple[float, ProbeSelection, Probes | None]] = {}
+    bar = progress_bar(total=len(width_grid(n, config.align)).bit_length(), desc=f"max_kl {max_kl} search",
+                       unit="width", disable=not progress)
+
+    def kl_of(k: int) -> float:
+        r = 1 - k / n
+        selection.ratios = [r]
+        chosen, probe_set = selection.rows(start, {r: k}, overwrite, progress=False)
+        student = sliced_copy(teacher, start.family, chosen.kept[r], chosen.replacements.get(r) or {}, names)
+        kl = distill_kl(student, teacher, held_out)
+        del student
+        found[k] = (r, chosen, probe_set)
+        bar.set_postfix(width=k, kl=f"{kl:.4f}", refresh=False)
+        bar.update()
+        return kl
+
+    try:
+        search = search_width(n, max_kl, kl_of, config.align)
+    finally:
+        bar.close()
+    if search.width == n:  # not even the first width tried stayed within max_kl: nothing is removed
+        return search, ProbeSelection(), None
+    r, chosen, probe_set = found[search.width]
+    # Keyed by the search's rounded ratio, as the outputs are.
+    return search, ProbeSelection({search.ratio: chosen.kept[r]}, {search.ratio: chosen.replacements.get(r, {})}), \
+        probe_set
+
+
 def check_outputs(out: Path, outputs: list[Path], overwrite: bool) -> None:
     if len(outputs) == 1:
         check_output(out, overwrite)
@@ -227,13 +275,17 @@ def compress(
     ratio: float | None = None,
     *,
     ratios: Sequence[float] | str | None = None,
+    max_kl: float | None = None,
+    max_kl_tokens: int = MAX_KL_TOKENS,
     revision: str | None = None,
     overwrite: bool = False,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
     **options,
 ) -> dict:
-    """Compress `model` at one ratio (into `out`) or several (into `out/ratio-R` each) from one ranking.
+    """Compress `model` at one ratio (into `out`) or several (into `out/ratio-R` each) from one ranking, or at
+    the largest ratio whose KL against the original stays within `max_kl` nats (measured on `max_kl_tokens`
+    tokens of held-out text the original writes itself; see `quality_target`).
 
     By default rows are ranked by their activations on text the model writes itself (`probes="self"`) and
     every output matrix is refitted on those probes (`repair="lsq"`); `selector="prunenet"` is the paper's
@@ -242,38 +294,70 @@ def compress(
     """
     if out is None:
         raise ValueError("compress needs an output folder (out / --out)")
-    all_ratios = parse_ratios(ratio, ratios)
+    if max_kl is not None:
+        if ratio is not None or ratios is not None:
+            raise ValueError(f"max_kl={max_kl!r} chooses the ratio itself: give no ratio or ratios")
+        search_width(2, max_kl, lambda k: 0.0)  # checks max_kl
+        if isinstance(max_kl_tokens, bool) or not isinstance(max_kl_tokens, int) or max_kl_tokens < 2:
+            raise ValueError(f"max_kl_tokens={max_kl_tokens!r} must be an int of at least 2 tokens")
+    all_ratios = parse_ratios(ratio, ratios) if max_kl is None else []
     selection = _Selection.plan(options, all_ratios)
     config = selection.config
-    selection.selector.check_outputs(all_ratios, overwrite)
-    outputs = output_paths(out, all_ratios)
+    selection.selector.check_outputs(all_ratios or [0.5], overwrite)
+    outputs = output_paths(out, all_ratios) if all_ratios else [Path(out)]
     check_outputs(Path(out), outputs, overwrite)
 
+    stages = StagePipeline(config)
     start = _start(model, revision, json_path, config.device, progress)
     assert isinstance(start.checkpoint, Checkpoint)
-    widths = {r: kept_width(start.plan.n, r, config.align) for r in all_ratios}  # every ratio leaves rows
-    chosen, probe_set = selection.rows(start, widths, overwrite, progress)
     before = describe(start.checkpoint, start.family, start.plan)
+    if stages:
+        stages.check_memory(before["parameters"], start.device)
+    search = None
+    if max_kl is None:
+        widths = {r: kept_width(start.plan.n, r, config.align) for r in all_ratios}  # every ratio leaves rows
+        chosen, probe_set = selection.rows(start, widths, overwrite, progress)
+    else:
+        with start.timer.phase("max_kl search"):
+            search, chosen, probe_set = _search_width(selection, start, max_kl, max_kl_tokens, overwrite, progress)
+        all_ratios, widths = [search.ratio], {search.ratio: search.width}
+    teacher, names = None, {}
+    if stages and any(k < start.plan.n for k in widths.values()):
+        with start.timer.phase("stages"):
+            stages.write_text(start.checkpoint, start.device, progress)
+            teacher = load_teacher(start.checkpoint.path, start.device)
+            names = stored_names(teacher, start.checkpoint.weight_map)
     if len(outputs) > 1:
         Path(out).mkdir(parents=True, exist_ok=True)
     results = []
     for r, path in zip(all_ratios, outputs):
         k, n = widths[r], start.plan.n
         kept = chosen.kept[r] if k < n else start.plan.every_row()
+        replacements, stage_reports = chosen.replacements.get(r), None
+        if teacher is not None and k < n:  # a ratio that removes nothing is the original: no stage to run
+            with start.timer.phase("stages"):
+                student = sliced_copy(teacher, start.family, kept, replacements or {}, names)
+                stage_reports = stages.run(teacher, student, progress)
+                replacements = stored_tensors(student, names)
+                del student
         provenance = {
             "ratio": r, "ffn_width_before": n, "ffn_width_after": k, **config.to_options(),
             "repair": config.repair if k < n else "none",
             "probes": probe_set.info if probe_set is not None else None,
-            "policy": selection.selector.provenance(),
+            "policy": selection.selector.provenance(), "stages": stage_reports,
+            "max_kl": search.as_dict() if search is not None else None,
         }
         with start.timer.phase("write"):
             parameters = write_compressed(start.checkpoint, start.plan, kept.cpu(), path, overwrite, provenance,
-                                          progress, chosen.replacements.get(r), output_dtype(config.dtype))
+                                          progress, replacements, output_dtype(config.dtype))
         results.append({"ratio": r, "out": str(path), "ffn_width_before": n, "ffn_width_after": k,
-                        "parameters_before": before["parameters"], "parameters_after": parameters})
+                        "parameters_before": before["parameters"], "parameters_after": parameters,
+                        "stages": stage_reports})
     return _finish(start, {
         "command": "compress", "model": {"name": str(model), **before}, "device": str(start.device),
-        "options": {"ratios": all_ratios, **config.to_options()},
+        "options": {"ratios": all_ratios, **config.to_options()} if search is None else
+                   {"max_kl": max_kl, "max_kl_tokens": max_kl_tokens, **config.to_options()},
+        "max_kl": search.as_dict() if search is not None else None,
         "fit": selection.selector.fit_report(),
         "probes": probe_set.info if probe_set is not None else None,
         "outputs": results,
@@ -310,20 +394,36 @@ def prune_(
     start = _Start(check_json_path(json_path), device, PhaseTimer(device), tensors, family,
                    SlicePlan(tensors, family), model=model, tokenizer=tokenizer)
     n, k = start.plan.n, kept_width(start.plan.n, ratio, config.align)
+    before = describe(tensors, family, start.plan)
+    stages, teacher, stage_reports = StagePipeline(config), None, None
+    if stages and k < n:
+        floating = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        if floating != {torch.float32}:
+            raise ValueError(f"stage(s) {', '.join(stages.names)} train the model in float32, and it holds "
+                             f"{', '.join(sorted(map(str, floating)))}: convert it first with model.float()")
+        stages.check_memory(before["parameters"], device)
+        teacher = copy.deepcopy(model).eval()  # before the statistics pass, which may change the model's layers
     was_training = model.training
     chosen, probe_set = selection.rows(start, {ratio: k}, False, progress)
     model.train(was_training)
-    before = describe(tensors, family, start.plan)
     kept = chosen.kept[ratio] if k < n else start.plan.every_row()
     with start.timer.phase("slice"):
         slice_in_place(model, start.plan, kept.to(device), chosen.replacements.get(ratio))
+    if teacher is not None:
+        with start.timer.phase("stages"):
+            text_config = stages.text_config()
+            if text_config is not None:
+                stages.text = probes_of_model(teacher, tokenizer, text_config, config.seed, progress).tokens
+            stage_reports = stages.run(teacher, model, progress)
+        del teacher
     return _finish(start, {
         "command": "prune_", "model": {"name": type(model).__name__, **before}, "device": str(device),
         "options": {"ratio": ratio, **config.to_options()}, "fit": selection.selector.fit_report(),
         "probes": probe_set.info if probe_set is not None else None,
         "outputs": [{"ratio": ratio, "ffn_width_before": n, "ffn_width_after": k,
                      "parameters_before": before["parameters"],
-                     "parameters_after": ModelTensors(model).num_parameters(), "kept_rows": kept.cpu().tolist()}],
+                     "parameters_after": ModelTensors(model).num_parameters(), "kept_rows": kept.cpu().tolist(),
+                     "stages": stage_reports}],
     })
 
 

@@ -21,6 +21,7 @@ from .eval.cli import EVAL_COMMANDS, add_eval_parser, run_eval
 from .farm.cli import FARM_COMMANDS, add_farm_parser, run_farm
 from .model.embedded import CACHE_ENV, DEFAULT_MODEL, EMBEDDED
 from .progress import quiet_library_bars
+from .quality_target import MAX_KL_TOKENS
 
 EPILOG = f"""\
 MODEL is a local Hugging Face folder (safetensors weights), the alias of an embedded model
@@ -87,16 +88,26 @@ def _add_model(parser: argparse.ArgumentParser, name: str = "model") -> None:
     parser.add_argument("--revision", help="Hub ids: the branch, tag or commit (default: the main branch)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags and values fail as every other bad input does: one `prunenet: error:` line, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("prunenet").strip()
+        self.exit(2, f"prunenet: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunenet", description=DESCRIPTION, epilog=EPILOG,
+    parser = _Parser(prog="prunenet", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=_FORMATTER)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     comp = commands.add_parser(
         "compress", help="slice FFN rows and write a standard checkpoint", epilog=EPILOG, formatter_class=_FORMATTER,
         description="Compress MODEL into a checkpoint that AutoModelForCausalLM.from_pretrained loads. By default "
-                    "the model writes its own probe text, every row is ranked by its activations on it, and the "
-                    "output matrices are refitted on it; several ratios share one ranking. The paper's policy: "
+                    "the model writes its own probe text, and layer by layer, each after the ones before it are "
+                    "compressed (one pass per ratio), rows are ranked by their activations on it and the output "
+                    "matrix is refitted on it. --heal-tokens then trains each output towards the original on the "
+                    "original's own text; --max-kl picks the ratio from a KL bound. The paper's policy: "
                     "--selector prunenet (trained first unless --policy is given).")
     _add_model(comp)
     comp.add_argument("--out", required=True,
@@ -104,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = comp.add_mutually_exclusive_group(required=True)
     which.add_argument("--ratio", type=float, help=_ratio_help("compression ratio"))
     which.add_argument("--ratios", help="several ratios, comma-separated (e.g. 0.1,0.2,0.3), from one ranking")
+    which.add_argument("--max-kl", type=float, metavar="NATS",
+                       help="the largest ratio whose mean KL(original || compressed) on held-out text the original "
+                            "writes itself stays within NATS, by bisection over widths (~6 compressions and "
+                            "evaluations; needs the original and one compressed model whole in memory, float32)")
+    comp.add_argument("--max-kl-tokens", type=int, default=MAX_KL_TOKENS,
+                      help=f"with --max-kl: held-out tokens the KL is measured on (default {MAX_KL_TOKENS})")
     comp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_groups(comp, CompressConfig.specs())
     _add_reporting(comp)
@@ -188,10 +205,13 @@ def run(args: argparse.Namespace) -> dict:
         _print_probes(report.get("probes"))
         print(f"scores ({report['selector']}) saved to {args.out}")
     else:
-        report = api.compress(args.model, args.out, args.ratio, ratios=args.ratios, **outputs,
-                              **given_options(args, CompressConfig))
+        report = api.compress(args.model, args.out, args.ratio, ratios=args.ratios, max_kl=args.max_kl,
+                              max_kl_tokens=args.max_kl_tokens, **outputs, **given_options(args, CompressConfig))
         _print_fit(report["fit"])
         _print_probes(report.get("probes"))
+        if report["max_kl"] is not None:
+            checked = ", ".join(f"{c['ffn_width']}: {c['kl']:.4f}" for c in report["max_kl"]["checked"])
+            print(f"max_kl {report['max_kl']['max_kl']}: width -> KL checked {checked}")
         for result in report["outputs"]:
             print(f"ratio {result['ratio']}: FFN {result['ffn_width_before']} -> {result['ffn_width_after']}, "
                   f"parameters {result['parameters_before']:,} -> {result['parameters_after']:,}; "
@@ -221,7 +241,10 @@ def _silenced(quiet: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     quiet_library_bars()
     try:
         with _silenced(getattr(args, "quiet", False)):

@@ -134,7 +134,7 @@ class ProbeConfig(Config):
 
     source: str = option(SELF, "probe text: self (the model writes its own, no data needed) or a UTF-8 text "
                                "file / JSONL file with a \"text\" field per line", keyword="probes")
-    tokens: int = option(4096, "probe token budget", keyword="probe_tokens")
+    tokens: int = option(8192, "probe token budget", keyword="probe_tokens")
     length: int | None = option(None, f"tokens per probe sequence (default {DEFAULT_PROBE_LENGTH}, or the "
                                       "model's context if shorter)", keyword="probe_length")
     model: str | None = option(None, "self probes written by this model instead (a folder, alias or Hub id "
@@ -193,13 +193,47 @@ class FitConfig(TrainingConfig):
 
 
 @dataclass(frozen=True)
+class HealOptions(Config):
+    """Self-distillation after slicing: the compressed model trained towards the original on its own text."""
+
+    tokens: int = option(0, "heal: train each compressed model on this many tokens of text the original writes "
+                            "itself, towards the original's next-token distributions (0: off). Needs the "
+                            "original and one compressed model whole in memory, in float32", keyword="heal_tokens",
+                         slicing=True)
+    lr: float = option(1e-4, "heal: AdamW learning rate (constant)", keyword="heal_lr", slicing=True)
+    train: Literal["ffn_norms", "ffn", "norms", "all"] = option(
+        "ffn_norms", "heal: which parameters train", keyword="heal_train", slicing=True)
+    length: int = option(128, "heal: tokens per training sequence", keyword="heal_length", slicing=True)
+    batch_size: int = option(4, "heal: sequences per optimizer step", keyword="heal_batch_size", slicing=True)
+    top_k: int = option(256, "heal: the original's top-k log-probabilities cached once as the targets (0: its "
+                             "full logits every step)", keyword="heal_top_k", slicing=True)
+
+    def check(self) -> None:
+        if self.tokens < 0:
+            raise ValueError(f"heal_tokens={self.tokens!r} must be 0 (off) or positive")
+        for name in ("length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"heal_{name}={getattr(self, name)!r} must be a positive int")
+        if self.length < 2:
+            raise ValueError(f"heal_length={self.length!r} must be at least 2 tokens (one to predict)")
+        if self.tokens and self.tokens < self.length * self.batch_size:
+            raise ValueError(f"heal_tokens={self.tokens!r} is less than one step of heal_batch_size x heal_length "
+                             f"= {self.batch_size * self.length}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"heal_lr={self.lr!r} must be a positive finite number")
+        if self.top_k < 0:
+            raise ValueError(f"heal_top_k={self.top_k!r} must be 0 (full logits) or positive")
+
+
+@dataclass(frozen=True)
 class CompressConfig(Config):
     """`compress` and `score`: the options of every method, and the selector's own (`method`)."""
 
     selector: str = option("activation", "how rows are chosen; see each selector's options below")
     repair: str = option("lsq", "what is done to the output matrix once its columns are sliced", slicing=True)
-    statistics: str = option("oneshot", "how the activation statistics are taken", slicing=True)
+    statistics: str = option("sequential", "how the activation statistics are taken", slicing=True)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
+    heal: HealOptions = field(default_factory=HealOptions)
     scores: str | None = option(None, "a scores file written by `prunenet score`: rank no rows again", slicing=True)
     align: int | None = option(None, "round the kept FFN width to the nearest multiple (e.g. 64)", slicing=True)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = option(

@@ -26,3 +26,28 @@ def limit_heap_fragmentation() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):
         return False
+
+
+def available_bytes(device) -> int | None:
+    """Memory free for new tensors on `device` (a torch.device): CUDA's free memory, or Linux's MemAvailable;
+    None where it cannot be read."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def require_memory(need: int, device, what: str) -> None:
+    """Refuse in one line, before any work, what needs more memory on `device` than is free."""
+    free = available_bytes(device)
+    if free is not None and need > free:
+        gib = 1 << 30
+        raise ValueError(f"{what} on {device}: about {need / gib:.1f} GiB, and {free / gib:.1f} GiB is free")

@@ -40,8 +40,8 @@ def test_config_round_trips_through_json(selector):
 
 def test_defaults_are_the_documented_ones():
     config = CompressConfig.from_options({})
-    assert (config.selector, config.repair, config.statistics) == ("activation", "lsq", "oneshot")
-    assert config.probes == ProbeConfig() and config.probes.tokens == 4096
+    assert (config.selector, config.repair, config.statistics) == ("activation", "lsq", "sequential")
+    assert config.probes == ProbeConfig() and config.probes.tokens == 8192
     assert FitConfig().episodes == 20 and FitConfig().lr == 1e-3 and FitConfig().gamma == 0.99
 
 

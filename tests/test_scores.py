@@ -15,15 +15,17 @@ def test_scores_file_slices_like_a_direct_compress(tmp_path):
     scores = tmp_path / "scores.safetensors"
     report = prunenet.score(src, scores, repair="lsq", progress=False, **PROBES)  # slicing options are accepted
     assert report["selector"] == "activation" and report["probes"]["tokens"] == 256
-    direct = prunenet.compress(src, tmp_path / "direct", ratio=0.3, repair="none", progress=False, **PROBES)
-    stored = prunenet.compress(src, tmp_path / "stored", ratio=0.3, repair="lsq", scores=scores, progress=False)
+    # A scores file holds a one-shot ranking: with one-shot statistics it slices exactly as a direct compress.
+    direct = prunenet.compress(src, tmp_path / "direct", ratio=0.3, repair="none", statistics="oneshot",
+                               progress=False, **PROBES)
+    stored = prunenet.compress(src, tmp_path / "stored", ratio=0.3, repair="lsq", statistics="oneshot", scores=scores,
+                               progress=False)
     assert direct["outputs"][0]["ffn_width_after"] == stored["outputs"][0]["ffn_width_after"]
     kept = [read_json(tmp_path / f / "prunenet.json")["kept_rows"] for f in ("direct", "stored")]
     assert kept[0] == kept[1]
     assert stored["probes"]["from_scores"] == str(scores)  # the repair reused the stored probes
-    # Sequential statistics rank per ratio: the stored ranking is not used, its probes are.
-    again = prunenet.compress(src, tmp_path / "seq", ratio=0.3, statistics="sequential", scores=scores,
-                              progress=False)
+    # Sequential statistics (the default) rank per ratio: the stored ranking is not used, its probes are.
+    again = prunenet.compress(src, tmp_path / "seq", ratio=0.3, scores=scores, progress=False)
     assert again["probes"]["from_scores"] == str(scores) and again["outputs"][0]["ffn_width_after"] == 28
     with pytest.raises(ValueError, match="selector 'activation', not 'obs'"):
         prunenet.compress(src, tmp_path / "x", ratio=0.3, selector="obs", scores=scores, progress=False)

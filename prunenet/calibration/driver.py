@@ -14,6 +14,7 @@ import torch
 
 import prunenet_kernels as K
 
+from ..model.families import Family
 from ..model.ffn_map import SlicePlan
 from ..repairs import Repair
 from ..selectors import StatisticsSelector
@@ -26,6 +27,13 @@ class StatisticsMode:
     name: str
     help: str
     sequential: bool  # each layer's statistics are taken after the layers before it are compressed
+    target: str | None = None  # what the repair fits against the original model (statistics.TARGETS)
+
+    def check(self, family: Family) -> None:
+        """Refuse a family this mode's target does not hold for."""
+        if self.target == "layer" and family.norm_after_ffn:
+            raise ValueError(f"statistics {self.name!r} needs each FFN's output added to the residual as it is, and "
+                             f"{family.name} normalises it first; use statistics 'reconstruct'")
 
     def rounds(self, widths: dict[float, int]) -> list[dict[float, int]]:
         """The widths each statistics pass serves: all at once, or one pass per ratio."""
@@ -37,6 +45,12 @@ MODES = {mode.name: mode for mode in (
                    sequential=False),
     StatisticsMode("sequential", "each layer sees the compressed layers before it (one pass per ratio)",
                    sequential=True),
+    StatisticsMode("reconstruct", "sequential, and the repair fits the original model's FFN output on the "
+                                  "original stream (two streams, one pass per ratio)",
+                   sequential=True, target="ffn"),
+    StatisticsMode("reconstruct-layer", "sequential, and the repair fits the original layer's output less the "
+                                        "compressed stream's residual, undoing upstream error (two streams)",
+                   sequential=True, target="layer"),
 )}
 
 
@@ -108,7 +122,7 @@ def select_on_probes(
                     change = (full, None if bias is None else bias.to(full))
             return change
 
-        statistics_pass(stream, batches, decide, sequential=mode.sequential, progress=progress)
+        statistics_pass(stream, batches, decide, mode.sequential, mode.target, progress)
         if not mode.sequential and ranker is not None:
             result.priority = priorities
     return result

@@ -108,28 +108,31 @@ class LayerStream:
     def run(
         self,
         batches: list[torch.Tensor],
-        visit: Callable[[int, torch.nn.Module, Callable[[], list[torch.Tensor]]], None],
+        visit: Callable[[int, torch.nn.Module, Callable[..., list[torch.Tensor]]], None],
+        copies: int = 1,
     ) -> Iterator[int]:
         """Run every layer over every batch; `visit(index, layer, forward)` is called per layer.
 
-        `forward()` runs the loaded layer over all batches and returns its outputs (callers hook the
-        layer's modules to see what they need, and may change its weights between two calls). The
-        outputs of the last `forward()` call feed the next layer. Yields each finished layer's index.
+        `forward(copy=0)` runs the loaded layer over all batches of hidden-state set `copy` and returns
+        its outputs (callers hook the layer's modules to see what they need, and may change its weights
+        between two calls). `copies` sets of hidden states go through the decoder side by side, all
+        starting from the same embeddings: e.g. the original model's and a compressed one's. The outputs
+        of the last `forward(copy)` call feed the next layer's set `copy`; a set `visit` did not run is
+        run after it, with the layer as `visit` left it. Yields each finished layer's index.
         """
-        hidden, calls = self.record_calls(batches)
+        inputs, calls = self.record_calls(batches)
+        hidden = [list(inputs) for _ in range(copies)]
         for index in range(self.num_layers):
             layer = self.loaded(index)
-            outputs: list[torch.Tensor] = []
+            outputs: list[list[torch.Tensor] | None] = [None] * copies
 
-            def forward() -> list[torch.Tensor]:
+            def forward(copy: int = 0) -> list[torch.Tensor]:
                 with torch.no_grad():
-                    outputs[:] = [call.run(layer, h) for call, h in zip(calls[index], hidden)]
-                return outputs
+                    outputs[copy] = [call.run(layer, h) for call, h in zip(calls[index], hidden[copy])]
+                return outputs[copy]
 
             visit(index, layer, forward)
-            if not outputs:
-                forward()
-            hidden = list(outputs)
+            hidden = [done if done is not None else forward(copy) for copy, done in enumerate(outputs)]
             self.release(index)
             yield index
 

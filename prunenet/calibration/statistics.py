@@ -9,10 +9,18 @@ One-shot: every layer sees the original model's activations. Sequential (as GPTQ
 after a layer's statistics are taken, `decide` may return new weights for its output matrix (the
 pruned and repaired layer, dropped columns zero), and the layer is run again with them, so the next
 layer sees the activations of the already-compressed layers before it.
+
+Against the original (a `target`): two hidden-state sets go through the decoder side by side, the
+original model's and the compressed one's, one layer's weights in memory. The statistics are taken on
+the compressed stream, and carry the cross term A^T T with a target T that the output matrix should
+produce from them: the original layer's FFN output on the original stream ("ffn"), or the original
+layer's output minus the compressed stream's residual before its FFN ("layer"), which also asks the FFN
+to undo the error of the layers before it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +37,9 @@ class LayerStats:
     gram: torch.Tensor  # (n, n) float32: A^T A over all probe tokens
     sums: torch.Tensor  # (n,) float32: A^T 1
     count: int  # probe tokens seen
+    # With a target T (tokens, h) the output matrix should reproduce: A^T T (n, h) and T^T 1 (h,), float32.
+    target_cross: torch.Tensor | None = None
+    target_sums: torch.Tensor | None = None
 
 
 @dataclass
@@ -48,41 +59,65 @@ def output_module_path(family: Family) -> str:
     return family.col_sliced[0].rsplit(".", 1)[0]
 
 
+TARGETS = ("ffn", "layer")
+COMPRESSED, ORIGINAL = 0, 1  # the hidden-state sets of a pass against the original
+
+
 def statistics_pass(
     stream: LayerStream,
     batches: list[torch.Tensor],
     decide: Decide,
     sequential: bool,
+    target: str | None = None,
     progress: bool = False,
 ) -> None:
-    """Collect `LayerStats` of every layer and hand them to `decide`, layer by layer."""
-    path = output_module_path(stream.family)
-    bar = progress_bar(total=stream.num_layers, desc="statistics" + (" (sequential)" if sequential else ""),
-                       unit="layer", disable=not progress)
+    """Collect `LayerStats` of every layer and hand them to `decide`, layer by layer.
 
-    def visit(index: int, layer: torch.nn.Module, forward: Callable[[], list[torch.Tensor]]) -> None:
+    `target` ("ffn" or "layer", see the module's text) runs the original stream beside the compressed
+    one; it implies `sequential`.
+    """
+    if target is not None and target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "layer" and stream.family.norm_after_ffn:
+        raise ValueError(f"target 'layer' needs each FFN's output added to the residual as it is, and "
+                         f"{stream.family.name} normalises it first")
+    sequential = sequential or target is not None
+    path = output_module_path(stream.family)
+    desc = "statistics" + (f" (against the original {target})" if target else " (sequential)" if sequential else "")
+    bar = progress_bar(total=stream.num_layers, desc=desc, unit="layer", disable=not progress)
+
+    def visit(index: int, layer: torch.nn.Module, forward: Callable[..., list[torch.Tensor]]) -> None:
         output = layer.get_submodule(path)
         n = output.weight.shape[1]
+        h = output.weight.shape[0]
         stats = LayerStats(torch.zeros(n, n, dtype=torch.float32, device=stream.device),
                            torch.zeros(n, dtype=torch.float32, device=stream.device), 0)
-
+        original: list[torch.Tensor] = []  # the target's part from the original stream
+        if target == "ffn":
+            with _seeing(output, original, h, inputs=False):
+                forward(ORIGINAL)
+        elif target == "layer":
+            original = [out.reshape(-1, h).float() for out in forward(ORIGINAL)]
         seen: list[torch.Tensor] = []
-
-        def accumulate(module, args):
-            seen.append(args[0].reshape(-1, n))
-
-        handle = output.register_forward_pre_hook(accumulate)
-        try:
-            forward()
-        finally:
-            handle.remove()
+        compressed_ffn: list[torch.Tensor] = []
+        with _seeing(output, seen, n, inputs=True), \
+                _seeing(output, compressed_ffn, h, inputs=False) if target == "layer" else nullcontext():
+            compressed_layer = forward(COMPRESSED)
         # One accumulation per layer over all micro-batches: each call ends with a mirror of the n x n result.
         activations = torch.cat(seen)
         del seen[:]
         K.act_gram(activations, None, "identity", stats.gram)
         stats.sums += activations.float().sum(0)
         stats.count += activations.shape[0]
-        del activations
+        if target is not None:
+            wanted = torch.cat(original)
+            if target == "layer":  # less the compressed stream's residual: its layer output minus its FFN's
+                wanted -= torch.cat([out.reshape(-1, h) for out in compressed_layer]).float()
+                wanted += torch.cat(compressed_ffn)
+            stats.target_cross = activations.float().T @ wanted
+            stats.target_sums = wanted.sum(0)
+            del wanted
+        del activations, original[:], compressed_ffn[:]
         change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output)))
         if sequential and change is not None:
             weight, bias = change
@@ -90,12 +125,25 @@ def statistics_pass(
                 output.weight.copy_(weight)
                 if bias is not None:
                     output.bias.copy_(bias)
-            forward()
+            forward(COMPRESSED)
         bar.update()
 
-    for _ in stream.run(batches, visit):
+    for _ in stream.run(batches, visit, copies=2 if target is not None else 1):
         pass
     bar.close()
+
+
+@contextmanager
+def _seeing(module: torch.nn.Module, into: list[torch.Tensor], width: int, inputs: bool) -> Iterator[None]:
+    """Append what `module` takes in (`inputs`) or gives out, as (tokens, width) rows, to `into`."""
+    if inputs:
+        handle = module.register_forward_pre_hook(lambda m, args: into.append(args[0].reshape(-1, width)))
+    else:
+        handle = module.register_forward_hook(lambda m, args, out: into.append(out.reshape(-1, width).float()))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _bias(module: torch.nn.Module) -> torch.Tensor | None:

@@ -4,15 +4,16 @@ Layout under the plan's output root, per model:
 
     <out>/<model>/scores.safetensors   what `prunenet.score` wrote (one per model)
     <out>/<model>/farm-scores.json     the key of the scoring that wrote it
-    <out>/<model>/ratio-<r>/           one compressed checkpoint per ratio (`prunenet.compress`), holding
+    <out>/<model>/ratio-<r>/           one compressed checkpoint per ratio (`prunenet.compress`), and one
+    <out>/<model>/max-kl-<x>/          per KL bound (the ratio it chose is in its records), each holding
                    prunenet.json       compress's provenance, and
                    farm-job.json       the job's key and result, written after compress succeeded
     <out>/<model>/farm-eval.json       the evaluation of the model's outputs (eval = true)
 
-A job is done when its folder holds prunenet.json (of the same ratio and selector) and a farm-job.json whose
-key equals the job's: the same model fingerprint, ratio and selection options. Anything else is redone, and
-an existing folder is then overwritten (compress writes atomically: the old output stays whole until the new
-one replaces it).
+A job is done when its folder holds prunenet.json (of the same ratio or KL bound, and selector) and a
+farm-job.json whose key equals the job's: the same model fingerprint, ratio or bound, and selection options.
+Anything else is redone, and an existing folder is then overwritten (compress writes atomically: the old
+output stays whole until the new one replaces it).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ EVAL_RECORD = "farm-eval.json"
 @dataclass(frozen=True)
 class Job:
     model: ModelSpec
-    ratio: float
+    target: dict  # what compress is asked for: {"ratio": r} or {"max_kl": x}
     out: Path
     key: dict
     state: str  # "done", or why it must run: "new", "changed", "incomplete"
@@ -43,22 +44,29 @@ class Job:
     def done(self) -> bool:
         return self.state == "done"
 
+    @property
+    def label(self) -> str:
+        """"ratio 0.3" or "max_kl 0.5": the job's name within its model."""
+        [(kind, value)] = self.target.items()
+        return f"{kind} {value:g}"
+
 
 def normalised(data: dict) -> dict:
     """`data` as it reads back from JSON (tuples become lists...), so that stored and fresh keys compare equal."""
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
-def job_key(model: ModelSpec, ratio: float, plan: Plan) -> dict:
-    return normalised({"model": model.fingerprint, "ratio": ratio, "options": plan.options})
+def job_key(model: ModelSpec, target: dict, plan: Plan) -> dict:
+    return normalised({"model": model.fingerprint, **target, "options": plan.options})
 
 
 def scores_key(model: ModelSpec, plan: Plan) -> dict:
     return normalised({"model": model.fingerprint, "options": plan.options})
 
 
-def output_folder(plan: Plan, model: ModelSpec, ratio: float) -> Path:
-    return model.folder(plan.out) / f"ratio-{ratio:g}"
+def output_folder(plan: Plan, model: ModelSpec, target: dict) -> Path:
+    [(kind, value)] = target.items()
+    return model.folder(plan.out) / f"{kind.replace('_', '-')}-{value:g}"
 
 
 def read_record(path: Path) -> dict | None:
@@ -76,25 +84,30 @@ def write_record(path: Path, key: dict, result: dict) -> None:
 
 
 def plan_jobs(plan: Plan) -> list[Job]:
-    """Every (model, ratio) job of the plan, in plan order, with its state on disk."""
+    """Every (model, ratio) and (model, KL bound) job of the plan, in plan order, with its state on disk."""
     jobs = []
+    targets = [{"ratio": r} for r in plan.ratios] + [{"max_kl": x} for x in plan.max_kl]
     for model in plan.models:
-        for ratio in plan.ratios:
-            out = output_folder(plan, model, ratio)
-            key = job_key(model, ratio, plan)
-            state, record = _state(out, key, ratio, plan.options.get("selector"))
-            jobs.append(Job(model, ratio, out, key, state, record))
+        for target in targets:
+            out = output_folder(plan, model, target)
+            key = job_key(model, target, plan)
+            state, record = _state(out, key, target, plan.options.get("selector"))
+            jobs.append(Job(model, target, out, key, state, record))
     return jobs
 
 
-def _state(out: Path, key: dict, ratio: float, selector: str | None) -> tuple[str, dict | None]:
+def _state(out: Path, key: dict, target: dict, selector: str | None) -> tuple[str, dict | None]:
     if not out.exists():
         return "new", None
     provenance = read_record(out / PROVENANCE)
     record = read_record(out / JOB_RECORD)
     if provenance is None or record is None:
         return "incomplete", None
-    made_as_asked = provenance.get("ratio") == ratio and provenance.get("selector") in (selector, None)
+    if "max_kl" in target:
+        made = (provenance.get("max_kl") or {}).get("max_kl") == target["max_kl"]
+    else:
+        made = provenance.get("ratio") == target["ratio"]
+    made_as_asked = made and provenance.get("selector") in (selector, None)
     if record.get("key") != key or not made_as_asked:
         return "changed", None
     return "done", record.get("result")

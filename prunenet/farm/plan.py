@@ -4,6 +4,7 @@
     models = ["./llama-a", "smollm2-135m", "org/name"]   # folders, the embedded alias, Hub ids;
                                                   # or {name = "a", path = "org/a", revision = "v1"}
     ratios = [0.1, 0.2, 0.3]
+    max_kl = [0.5]                                # optional: the largest ratio within each KL bound (nats)
     selector = "random"                           # optional, as the other [options]
     eval = true                                   # or a table of prunenet.eval.evaluate options
     [options]                                     # any selection option of prunenet.compress
@@ -34,9 +35,11 @@ from ..model.hub import looks_like_repo_id, resolve_hub_model
 from ..ratios import check_ratio
 
 # Plan keys; every other selection option goes in [options].
-PLAN_KEYS = ("out", "models", "ratios", "selector", "options", "eval", "retries", "cpus_per_task", "gpus_per_task")
+PLAN_KEYS = ("out", "models", "ratios", "max_kl", "selector", "options", "eval", "retries", "cpus_per_task",
+             "gpus_per_task")
 # compress/evaluate arguments the farm sets itself, per job.
-RESERVED_COMPRESS = ("model", "out", "ratio", "ratios", "scores", "overwrite", "json_path", "progress", "policy_out")
+RESERVED_COMPRESS = ("model", "out", "ratio", "ratios", "max_kl", "scores", "overwrite", "json_path", "progress",
+                     "policy_out")
 RESERVED_EVAL = ("original", "compressed", "json_path", "progress")
 DEFAULT_RETRIES = 3
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -57,6 +60,7 @@ class Plan:
     out: Path
     models: tuple[ModelSpec, ...]
     ratios: tuple[float, ...]
+    max_kl: tuple[float, ...]  # KL bounds: one job per model and bound, beside the ratios' jobs
     options: dict  # every selection option of compress, defaults filled in: part of each job's key
     asked: dict  # the options the plan gave, passed to compress and score as they are
     eval: dict | None  # keyword options of prunenet.eval.evaluate, or None for no evaluation
@@ -67,7 +71,7 @@ class Plan:
 
     def as_dict(self) -> dict:
         return {
-            "out": str(self.out), "source": self.source, "ratios": list(self.ratios),
+            "out": str(self.out), "source": self.source, "ratios": list(self.ratios), "max_kl": list(self.max_kl),
             "models": [{"name": m.name, "source": m.source, "fingerprint": m.fingerprint} for m in self.models],
             "options": self.asked, "eval": self.eval, "retries": self.retries,
             "cpus_per_task": self.cpus_per_task, "gpus_per_task": self.gpus_per_task,
@@ -107,14 +111,17 @@ def load_plan(plan: str | os.PathLike | Mapping | Plan) -> Plan:
     if unknown:
         raise ValueError(f"plan: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(PLAN_KEYS)} "
                          "(selection options go in [options])")
-    for key in ("out", "models", "ratios"):
+    for key in ("out", "models"):
         if key not in data:
             raise ValueError(f"plan: {key!r} is missing")
+    if "ratios" not in data and "max_kl" not in data:
+        raise ValueError("plan: 'ratios' is missing (or give KL bounds: 'max_kl')")
     asked = _options(data)
     return Plan(
         out=_out(data["out"], base),
         models=_models(data["models"], base),
-        ratios=_ratios(data["ratios"]),
+        ratios=_ratios(data["ratios"]) if "ratios" in data else (),
+        max_kl=_bounds(data["max_kl"]) if "max_kl" in data else (),
         options=_with_defaults(asked),
         asked=asked,
         eval=_eval(data.get("eval", False)),
@@ -168,6 +175,17 @@ def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
         names.add(name)
         specs.append(ModelSpec(name, source, key))
     return tuple(specs)
+
+
+def _bounds(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise TypeError(f"plan: max_kl must be a non-empty list of numbers (nats), got {value!r}")
+    for bound in value:
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
+            raise ValueError(f"plan: max_kl {bound!r} must be a positive number of nats")
+    if len(set(value)) != len(value):
+        raise ValueError(f"plan: max_kl {value!r} repeat a value")
+    return tuple(float(bound) for bound in value)
 
 
 def _ratios(value: Any) -> tuple[float, ...]:

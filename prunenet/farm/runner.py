@@ -110,7 +110,7 @@ class _Farm:
         for model in self.plan.models:
             for job in self.jobs:
                 if job.model == model and job.done:
-                    self.outcome.jobs[(model.name, job.ratio)] = {"status": "skipped", "result": job.record}
+                    self.outcome.jobs[(model.name, job.label)] = {"status": "skipped", "result": job.record}
             todo = self.open[model.name]
             if not todo:
                 self.outcome.scores[model.name] = {"status": "not needed"}
@@ -125,7 +125,7 @@ class _Farm:
                                               scores_key(model, self.plan), self.threads)
                 self.pending[scored] = ("score", model, None)
             for job in todo:
-                ref = self.slice_fn.remote(scored, model.source, job.ratio, str(job.out), self.plan.asked,
+                ref = self.slice_fn.remote(scored, model.source, job.target, str(job.out), self.plan.asked,
                                            job.key, self.threads)
                 self.pending[ref] = ("slice", model, job)
 
@@ -157,13 +157,13 @@ class _Farm:
     def _slice_ended(self, model: ModelSpec, job: Job, value: dict | None, error: str | None) -> None:
         self.bar.update()
         if error is None:
-            self.outcome.jobs[(model.name, job.ratio)] = {"status": "done", "result": value}
-            self.say(f"done    {model.name} ratio {job.ratio:g}: FFN {value['ffn_width_before']} -> "
+            self.outcome.jobs[(model.name, job.label)] = {"status": "done", "result": value}
+            self.say(f"done    {model.name} {job.label}: FFN {value['ffn_width_before']} -> "
                      f"{value['ffn_width_after']}, parameters {value['parameters_before']:,} -> "
                      f"{value['parameters_after']:,} ({value['task_s']:.1f} s{retried(value)}) -> {value['out']}")
         else:
-            self.outcome.jobs[(model.name, job.ratio)] = {"status": "failed", "error": error}
-            self.say(f"FAILED  {model.name} ratio {job.ratio:g}: {error}")
+            self.outcome.jobs[(model.name, job.label)] = {"status": "failed", "error": error}
+            self.say(f"FAILED  {model.name} {job.label}: {error}")
         self.open[model.name].remove(job)
         if not self.open[model.name]:
             self._maybe_eval(model)
@@ -173,7 +173,7 @@ class _Farm:
         if self.plan.eval is None:
             return
         landed = [j for j in self.jobs if j.model == model
-                  and self.outcome.jobs.get((model.name, j.ratio), {}).get("status") in ("done", "skipped")]
+                  and self.outcome.jobs.get((model.name, j.label), {}).get("status") in ("done", "skipped")]
         if not landed:
             self.outcome.evals[model.name] = {"status": "not run", "error": "no output to evaluate"}
             return

@@ -37,7 +37,7 @@ def dry_run_summary(plan: Plan, jobs: list[Job]) -> dict:
 def summary(plan: Plan, jobs: list[Job], outcome: Outcome, wall_s: float) -> dict:
     rows = []
     for job in jobs:
-        done = outcome.jobs.get((job.model.name, job.ratio), {"status": "failed", "error": "not run"})
+        done = outcome.jobs.get((job.model.name, job.label), {"status": "failed", "error": "not run"})
         row = _row(job, done["status"], done.get("result"), done.get("error"))
         score = outcome.scores.get(job.model.name, {}).get("result")
         if score is not None and row["seconds"] is not None:
@@ -58,7 +58,8 @@ def summary(plan: Plan, jobs: list[Job], outcome: Outcome, wall_s: float) -> dic
 def _row(job: Job, status: str, result: dict | None, error: str | None = None) -> dict:
     result = result or {}
     return {
-        "model": job.model.name, "ratio": job.ratio, "status": status, "output": str(job.out),
+        "model": job.model.name, "ratio": job.target.get("ratio", result.get("ratio")),
+        "max_kl": job.target.get("max_kl"), "status": status, "output": str(job.out),
         **{key: result.get(key) for key in _SIZES},
         "seconds": dict(result["timings_s"]) if "timings_s" in result else None,
         "task_s": result.get("task_s"), "node": result.get("node"), "retries": result.get("retries"),
@@ -85,7 +86,7 @@ def table(report: dict) -> str:
         seconds = row.get("seconds") or {}
         slice_s = sum(v for k, v in seconds.items() if k != "score") if seconds else None
         cells = [
-            row["model"], f"{row['ratio']:g}",
+            row["model"], _ratio_cell(row),
             row["status"] + (f" ({row['why']})" if row.get("why") else "")
             + (retried(row) if row["status"] == "done" else ""),  # a skipped job's retries were an earlier run's
             _arrow(row["ffn_width_before"], row["ffn_width_after"], "{}"),
@@ -107,6 +108,14 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _ratio_cell(row: dict) -> str:
+    """The ratio; for a KL-bound job, the bound and the ratio it chose (once known)."""
+    if row.get("max_kl") is None:
+        return f"{row['ratio']:g}"
+    chosen = f" -> {row['ratio']:g}" if row.get("ratio") is not None else ""
+    return f"max_kl {row['max_kl']:g}{chosen}"
+
+
 def _arrow(before, after, pattern: str, unit: float | None = None) -> str | None:
     if before is None or after is None:
         return None
@@ -120,8 +129,8 @@ def csv_text(report: dict) -> str:
     phases: list[str] = []
     for row in report["jobs"]:
         phases += [p for p in (row.get("seconds") or {}) if p not in phases]
-    columns = ["model", "ratio", "status", "output", *_SIZES, *[f"{p}_s" for p in phases], "task_s", "node", "retries",
-               *QUALITY, "error"]
+    columns = ["model", "ratio", "max_kl", "status", "output", *_SIZES, *[f"{p}_s" for p in phases], "task_s", "node",
+               "retries", *QUALITY, "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

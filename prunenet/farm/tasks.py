@@ -51,19 +51,21 @@ def score_task(source: str, scores: str, options: dict, key: dict, threads: int)
     return result
 
 
-def slice_task(scored: dict, source: str, ratio: float, out: str, options: dict, key: dict, threads: int) -> dict:
-    """`prunenet.compress` at one ratio from the model's scores; `scored` is the scoring task's result."""
+def slice_task(scored: dict, source: str, target: dict, out: str, options: dict, key: dict, threads: int) -> dict:
+    """`prunenet.compress` at one ratio or KL bound (`target`: {"ratio": r} or {"max_kl": x}) from the model's
+    scores; `scored` is the scoring task's result."""
     import prunenet
 
     start = time.perf_counter()
     _threads(threads)
     folder = Path(out)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    report = prunenet.compress(source, out=str(folder), ratio=ratio, scores=scored["scores"],
+    report = prunenet.compress(source, out=str(folder), **target, scores=scored["scores"],
                                overwrite=folder.exists(), **options, progress=False)
     output = report["outputs"][0]
     result = {key_: output[key_] for key_ in
-              ("out", "ffn_width_before", "ffn_width_after", "parameters_before", "parameters_after")}
+              ("out", "ratio", "ffn_width_before", "ffn_width_after", "parameters_before", "parameters_after")}
+    result["max_kl"] = report["max_kl"]
     result["timings_s"] = report.get("timings_s", {})
     result["task_s"] = round(time.perf_counter() - start, 4)
     result.update(placement())

@@ -21,6 +21,8 @@ class Family:
     width_keys: tuple[str, ...]
     # phi3 stores gate and up stacked in one (2n, h) matrix: the first n rows are the gate.
     fused_gate_up: bool = False
+    # gemma2/3 normalise the FFN's output before adding it to the residual stream.
+    norm_after_ffn: bool = False
 
     def match(self, tensor_name: str) -> tuple[int, str] | None:
         """(layer index, suffix) if `tensor_name` is one of this family's FFN tensors, else None."""
@@ -50,7 +52,8 @@ _H_TO_4H = dict(
 )
 
 FAMILIES: dict[str, Family] = {
-    **{t: Family(name=t, **_GATED) for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")},
+    **{t: Family(name=t, **_GATED) for t in ("llama", "mistral", "qwen2", "qwen3", "gemma")},
+    **{t: Family(name=t, **_GATED, norm_after_ffn=True) for t in ("gemma2", "gemma3_text")},
     "phi3": Family(
         name="phi3",
         scored="mlp.gate_up_proj.weight",

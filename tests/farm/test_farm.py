@@ -96,7 +96,7 @@ def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path,
     assert report["counts"] == {"done": 9}
     assert printed.count("done    ") == 9 and "9 jobs: 9 done" in printed
     csv_lines = summary.with_suffix(".csv").read_text().splitlines()
-    assert len(csv_lines) == 10 and csv_lines[0].startswith("model,ratio,status,output")
+    assert len(csv_lines) == 10 and csv_lines[0].startswith("model,ratio,max_kl,status,output")
     for model in models:
         assert (out / model.name / SCORES).is_file()  # one scoring per model
         for ratio in RATIOS:
@@ -125,7 +125,7 @@ def test_three_models_land_reload_and_rerun_skips(ray_session, models, tmp_path,
     weights = models[1] / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     plan = write_plan(tmp_path / "plan.toml", out, models, ratios=RATIOS + [0.2])
-    states = {(j.model.name, j.ratio): j.state for j in plan_jobs(load_plan(plan))}
+    states = {(j.model.name, j.target["ratio"]): j.state for j in plan_jobs(load_plan(plan))}
     assert [k for k, s in states.items() if s != "done"] == [
         ("llama", 0.2), ("qwen2", 0.1), ("qwen2", 0.3), ("qwen2", 0.5), ("qwen2", 0.2), ("opt", 0.2)]
     third = prunenet.farm(plan, progress=False)
@@ -233,6 +233,10 @@ BAD_PLANS = {
     "two models of one name": ("models = [\"{m}\", \"{m}\"]", ValueError, "two models"),
     "unknown eval option": ("[eval]\ntoken = 64", ValueError, "token"),
     "bad retries": ("retries = -1", ValueError, "retries"),
+    "KL bound not positive": ("max_kl = [0.5, 0]", ValueError, "max_kl 0"),
+    "KL bound repeated": ("max_kl = [0.5, 0.5]", ValueError, "repeat"),
+    "KL bounds not a list": ('max_kl = "0.5"', TypeError, "max_kl"),
+    "max_kl in [options]": ("[options]\nmax_kl = 0.5", ValueError, "'max_kl'"),
 }
 
 
@@ -250,6 +254,38 @@ def test_bad_plan_refused_before_any_work(case, models, tmp_path, capsys):
     line = cli_error(capsys, ["farm", str(plan), "--json", str(tmp_path / "s.json")])
     assert line.startswith("prunenet: error: plan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]  # no output root, no summary
+
+
+def test_a_plan_without_ratios_or_bounds_is_refused(models, tmp_path):
+    with pytest.raises(ValueError, match="'ratios' is missing"):
+        load_plan({"out": str(tmp_path / "runs"), "models": [str(models[0])]})
+
+
+def test_kl_bounds_are_jobs_of_their_own(models, tmp_path):
+    plan = load_plan({"out": str(tmp_path / "runs"), "models": [str(m) for m in models[:2]], "ratios": [0.2],
+                      "max_kl": [0.05, 0.5]})
+    jobs = plan_jobs(plan)
+    assert [job.label for job in jobs] == ["ratio 0.2", "max_kl 0.05", "max_kl 0.5"] * 2
+    assert jobs[1].out.name == "max-kl-0.05" and jobs[1].key["max_kl"] == 0.05 and "ratio" not in jobs[1].key
+    assert load_plan({"out": str(tmp_path / "r"), "models": [str(models[0])], "max_kl": [0.1]}).ratios == ()
+
+
+@pytest.mark.ray
+def test_a_kl_bound_lands_with_the_ratio_it_chose_and_reruns_skip(ray_session, models, tmp_path):
+    out = tmp_path / "runs"
+    plan = {"out": str(out), "models": [str(models[0])], "max_kl": [0.05], "selector": "magnitude",
+            "options": OPTIONS}
+    report = prunenet.farm(plan, progress=False)
+    [row] = report["jobs"]
+    assert row["status"] == "done" and row["max_kl"] == 0.05 and 0 <= row["ratio"] < 1
+    folder = Path(row["output"])
+    assert folder.name == "max-kl-0.05"
+    provenance = read_json(folder / "prunenet.json")
+    assert provenance["max_kl"]["max_kl"] == 0.05 and provenance["ratio"] == row["ratio"]
+    assert read_json(folder / "config.json")["intermediate_size"] == provenance["max_kl"]["ffn_width"]
+    assert "max_kl 0.05 -> " in table(report)
+    again = prunenet.farm(plan, progress=False)
+    assert again["jobs"][0]["status"] == "skipped" and again["jobs"][0]["ratio"] == row["ratio"]
 
 
 def test_dry_run_runs_nothing(models, tmp_path, capsys):
