@@ -12,6 +12,8 @@ A plan (TOML):
   models = ["./llama-a", "org/llama-b", {name = "smol", path = "smollm2-135m"}]   # folders, aliases, Hub ids
                                             # a Hub id at a revision: {path = "org/c", revision = "v1"}
   ratios = [0.1, 0.2, 0.3]
+  max_kl = [0.5]                            # optional (or instead of ratios): runs/<model>/max-kl-0.5/, the
+                                            # largest ratio whose KL to the original stays within 0.5 nats
   selector = "random"                       # optional; like every option below, as in prunenet compress
   eval = true                               # optional: PPL, KL, top-1 agreement per output (no throughput)
   retries = 3                               # optional: retries of a task whose worker died
@@ -20,7 +22,7 @@ A plan (TOML):
   [options]                                 # options of prunenet compress (seed, probe_tokens, ...)
   seed = 0
 
-Per model, one scoring task, then one slicing task per ratio. A rerun skips every output whose job
+Per model, one scoring task, then one slicing task per ratio and per KL bound. A rerun skips every output whose job
 (model fingerprint, with a Hub id's commit; ratio; options) is unchanged and redoes the rest; --dry-run
 shows which. Errors in what was asked (a ratio leaving no row, a missing shard, an unsupported family)
 fail that model's jobs only and are listed in the summary; the exit status is then 1.
