@@ -12,7 +12,7 @@ import copy
 import inspect
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from .calibration.probes import Probes, get_probes, probe_batches, probes_of_mod
 from .config import CompressConfig, Config, FitConfig
 from .devices import compute_dtype, resolve_device
 from .healing import distill_kl
-from .memory import require_memory
+from .memory import FLOAT32_BYTES, require_memory
 from .model import open_model
 from .model.checkpoint import Checkpoint
 from .model.embedded import DEFAULT_MODEL, cache_root
@@ -35,7 +35,7 @@ from .model.families import Family, family_for
 from .model.ffn_map import SlicePlan, TensorSource, check_scored_finite, describe, load_scored
 from .model.in_memory import ModelTensors, slice_in_place
 from .progress import progress_bar
-from .quality_target import FLOAT32, MAX_KL_TOKENS, WidthSearch, search_width, width_grid
+from .quality_target import MAX_KL_TOKENS, WidthSearch, check_max_kl, search_width, width_grid
 from .ratios import check_ratio, kept_width, output_paths, parse_ratios
 from .repairs import REPAIRS
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
@@ -149,6 +149,9 @@ class _Selection:
     selector: Selector
     stored: StoredScores | None  # a ranking read from a scores file
     ratios: list[float]
+    # Read once per call, however many widths it tries (--max-kl compresses several).
+    _probes: Probes | None = field(default=None, init=False, repr=False)
+    _scored_checked: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def plan(cls, options: dict, ratios: list[float]) -> _Selection:
@@ -175,11 +178,15 @@ class _Selection:
     def probes(self, start: _Start, progress: bool) -> Probes:
         if self.stored is not None and self.stored.probes is not None:
             return self.stored.probes
-        if start.model is not None:
-            return probes_of_model(start.model, start.tokenizer, self.config.probes, self.config.seed, progress)
-        assert isinstance(start.checkpoint, Checkpoint)
-        return get_probes(start.checkpoint, self.config.probes, self.config.seed, cache_root(), start.device,
-                          progress)
+        if self._probes is None:
+            if start.model is not None:
+                self._probes = probes_of_model(start.model, start.tokenizer, self.config.probes, self.config.seed,
+                                               progress)
+            else:
+                assert isinstance(start.checkpoint, Checkpoint)
+                self._probes = get_probes(start.checkpoint, self.config.probes, self.config.seed, cache_root(),
+                                          start.device, progress)
+        return self._probes
 
     def rows(self, start: _Start, widths: dict[float, int], overwrite: bool,
              progress: bool) -> tuple[ProbeSelection, Probes | None]:
@@ -187,8 +194,9 @@ class _Selection:
         timer = start.timer
         with timer.phase("load"):
             weights = load_scored(start.checkpoint, start.plan, start.device) if self.needs_weights else None
-            if weights is None:
+            if weights is None and not self._scored_checked:
                 check_scored_finite(start.checkpoint, start.plan)
+                self._scored_checked = True
         if self.stored is not None:
             self.stored.check(start.plan)
         if weights is not None:
@@ -217,13 +225,12 @@ class _Selection:
 
 
 def _search_width(selection: _Selection, start: _Start, max_kl: float, tokens: int, overwrite: bool,
-                  progress: bool) -> tuple[WidthSearch, ProbeSelection, Probes | None]:
+                  progress: bool) -> tuple[WidthSearch, ProbeSelection, Probes | None, torch.nn.Module, dict]:
     """The narrowest width whose compressed model stays within `max_kl` of the original on held-out self text;
-    its rows and repaired matrices, and the probes used."""
+    its rows and repaired matrices, the probes used, and the original it loaded (float32) with its
+    `stored_names`, for the stages to reuse."""
     assert isinstance(start.checkpoint, Checkpoint)
     config, n = selection.config, start.plan.n
-    require_memory(2 * FLOAT32 * describe(start.checkpoint, start.family, start.plan)["parameters"], start.device,
-                   "max_kl measures the original and a compressed model whole, in float32,")
     # Another seed than the probes' (`seed`): the KL is measured on text the selection never saw.
     held_out = get_probes(start.checkpoint, replace(config.probes, tokens=tokens, length=None), config.seed + 1,
                           cache_root(), start.device, progress).tokens
@@ -250,11 +257,11 @@ def _search_width(selection: _Selection, start: _Start, max_kl: float, tokens: i
     finally:
         bar.close()
     if search.width == n:  # not even the first width tried stayed within max_kl: nothing is removed
-        return search, ProbeSelection(), None
+        return search, ProbeSelection(), None, teacher, names
     r, chosen, probe_set = found[search.width]
     # Keyed by the search's rounded ratio, as the outputs are.
     return search, ProbeSelection({search.ratio: chosen.kept[r]}, {search.ratio: chosen.replacements.get(r, {})}), \
-        probe_set
+        probe_set, teacher, names
 
 
 def check_outputs(out: Path, outputs: list[Path], overwrite: bool) -> None:
@@ -297,9 +304,7 @@ def compress(
     if max_kl is not None:
         if ratio is not None or ratios is not None:
             raise ValueError(f"max_kl={max_kl!r} chooses the ratio itself: give no ratio or ratios")
-        search_width(2, max_kl, lambda k: 0.0)  # checks max_kl
-        if isinstance(max_kl_tokens, bool) or not isinstance(max_kl_tokens, int) or max_kl_tokens < 2:
-            raise ValueError(f"max_kl_tokens={max_kl_tokens!r} must be an int of at least 2 tokens")
+        check_max_kl(max_kl, max_kl_tokens)
     all_ratios = parse_ratios(ratio, ratios) if max_kl is None else []
     selection = _Selection.plan(options, all_ratios)
     config = selection.config
@@ -313,16 +318,24 @@ def compress(
     before = describe(start.checkpoint, start.family, start.plan)
     if stages:
         stages.check_memory(before["parameters"], start.device)
-    search = None
+    search, teacher = None, None
+    names: dict[str, str] = {}
     if max_kl is None:
         widths = {r: kept_width(start.plan.n, r, config.align) for r in all_ratios}  # every ratio leaves rows
         chosen, probe_set = selection.rows(start, widths, overwrite, progress)
     else:
+        require_memory(2 * FLOAT32_BYTES * before["parameters"], start.device,
+                       "max_kl measures the original and a compressed model whole, in float32,")
+        if stages:  # their text is written before the search loads the original: one whole model at a time
+            with start.timer.phase("stages"):
+                stages.write_text(start.checkpoint, start.device, progress)
         with start.timer.phase("max_kl search"):
-            search, chosen, probe_set = _search_width(selection, start, max_kl, max_kl_tokens, overwrite, progress)
+            search, chosen, probe_set, teacher, names = _search_width(selection, start, max_kl, max_kl_tokens,
+                                                                      overwrite, progress)
         all_ratios, widths = [search.ratio], {search.ratio: search.width}
-    teacher, names = None, {}
-    if stages and any(k < start.plan.n for k in widths.values()):
+        if not stages:
+            teacher = None  # not held while the output is written
+    if stages and teacher is None and any(k < start.plan.n for k in widths.values()):
         with start.timer.phase("stages"):
             stages.write_text(start.checkpoint, start.device, progress)
             teacher = load_teacher(start.checkpoint.path, start.device)
@@ -334,7 +347,7 @@ def compress(
         k, n = widths[r], start.plan.n
         kept = chosen.kept[r] if k < n else start.plan.every_row()
         replacements, stage_reports = chosen.replacements.get(r), None
-        if teacher is not None and k < n:  # a ratio that removes nothing is the original: no stage to run
+        if stages and teacher is not None and k < n:  # a ratio that removes nothing is the original: no stage to run
             with start.timer.phase("stages"):
                 student = sliced_copy(teacher, start.family, kept, replacements or {}, names)
                 stage_reports = stages.run(teacher, student, progress)

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import sys
 
+FLOAT32_BYTES = 4
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 MMAP_THRESHOLD = 1 << 20
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 GRID_STEPS = 64  # widths searched without --align: multiples of n / 64
 MAX_KL_TOKENS = 2048  # held-out self-written tokens the KL is measured on
-FLOAT32 = 4
 
 
 @dataclass
@@ -41,11 +40,18 @@ def width_grid(n: int, align: int | None = None) -> list[int]:
     return [*grid, n]
 
 
-def search_width(n: int, max_kl: float, kl_of: Callable[[int], float], align: int | None = None) -> WidthSearch:
-    """Bisection over `width_grid(n, align)` for the smallest width with kl_of(width) <= max_kl."""
+def check_max_kl(max_kl: float, tokens: int = MAX_KL_TOKENS) -> None:
+    """ValueError naming the bad value unless `max_kl` is a positive number and `tokens` an int >= 2."""
     if not (isinstance(max_kl, (int, float)) and not isinstance(max_kl, bool) and math.isfinite(max_kl)
             and max_kl > 0):
         raise ValueError(f"max_kl={max_kl!r} must be a positive number of nats")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 2:
+        raise ValueError(f"max_kl_tokens={tokens!r} must be an int of at least 2 tokens")
+
+
+def search_width(n: int, max_kl: float, kl_of: Callable[[int], float], align: int | None = None) -> WidthSearch:
+    """Bisection over `width_grid(n, align)` for the smallest width with kl_of(width) <= max_kl."""
+    check_max_kl(max_kl)
     grid = width_grid(n, align)
     search = WidthSearch(max_kl, n, n)
     failing, passing = -1, len(grid) - 1  # grid indices: the widest known to fail, the narrowest known to pass

@@ -82,3 +82,16 @@ def test_bad_max_kl_input_is_refused_before_any_work(src, tmp_path, options, say
 def test_bad_max_kl_flags_are_one_line_exit_2(src, tmp_path, capsys, flags, says):
     cli_error(capsys, ["compress", src, "--out", tmp_path / "out", *flags], [says])
     assert_nothing_written(tmp_path / "out")
+
+
+def test_a_kl_bound_and_healing_share_one_original(src, tmp_path, monkeypatch):
+    import prunenet.api
+
+    loads = []
+    real = prunenet.api.load_teacher
+    monkeypatch.setattr(prunenet.api, "load_teacher", lambda *a: loads.append(a) or real(*a))
+    report = prunenet.compress(src, tmp_path / "out", max_kl=0.002, heal_tokens=512, heal_length=32, heal_top_k=16,
+                               **SEARCH)
+    assert len(loads) == 1
+    assert report["outputs"][0]["stages"]["heal"]["steps"] == 512 // (4 * 32)
+    assert report["outputs"][0]["ffn_width_after"] == report["max_kl"]["ffn_width"] < 40

@@ -19,7 +19,7 @@ from ..model.ffn_map import SlicePlan
 from ..repairs import Repair
 from ..selectors import StatisticsSelector
 from .layer_stream import LayerStream
-from .statistics import LayerStats, OutputMatrix, statistics_pass
+from .statistics import LayerStats, OutputMatrix, check_target, statistics_pass
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,8 @@ class StatisticsMode:
     target: str | None = None  # what the repair fits against the original model (statistics.TARGETS)
 
     def check(self, family: Family) -> None:
-        """Refuse a family this mode's target does not hold for."""
-        if self.target == "layer" and family.norm_after_ffn:
-            raise ValueError(f"statistics {self.name!r} needs each FFN's output added to the residual as it is, and "
-                             f"{family.name} normalises it first; use statistics 'reconstruct'")
+        """Refuse a family this mode's target does not hold for (before any work)."""
+        check_target(self.target, family)
 
     def rounds(self, widths: dict[float, int]) -> list[dict[float, int]]:
         """The widths each statistics pass serves: all at once, or one pass per ratio."""

@@ -63,6 +63,15 @@ TARGETS = ("ffn", "layer")
 COMPRESSED, ORIGINAL = 0, 1  # the hidden-state sets of a pass against the original
 
 
+def check_target(target: str | None, family: Family) -> None:
+    """Refuse an unknown target, or the layer target where `family` normalises the FFN output first."""
+    if target is not None and target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "layer" and family.norm_after_ffn:
+        raise ValueError(f"target 'layer' needs each FFN's output added to the residual as it is, and "
+                         f"{family.name} normalises it first; use statistics 'reconstruct'")
+
+
 def statistics_pass(
     stream: LayerStream,
     batches: list[torch.Tensor],
@@ -76,11 +85,7 @@ def statistics_pass(
     `target` ("ffn" or "layer", see the module's text) runs the original stream beside the compressed
     one; it implies `sequential`.
     """
-    if target is not None and target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    if target == "layer" and stream.family.norm_after_ffn:
-        raise ValueError(f"target 'layer' needs each FFN's output added to the residual as it is, and "
-                         f"{stream.family.name} normalises it first")
+    check_target(target, stream.family)
     sequential = sequential or target is not None
     path = output_module_path(stream.family)
     desc = "statistics" + (f" (against the original {target})" if target else " (sequential)" if sequential else "")

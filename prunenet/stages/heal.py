@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 from ..healing import HealConfig, TeacherTargets, heal, teacher_targets
+from ..memory import FLOAT32_BYTES
 from .base import Stage
 
-FLOAT32 = 4
 ADAMW_COPIES = 3  # a gradient and two moments per trained parameter
 
 
@@ -33,7 +33,7 @@ class HealStage(Stage):
 
     def memory_bytes(self, parameters: int) -> int:
         # Teacher and student in float32, optimizer state for (at most) every student parameter.
-        return parameters * FLOAT32 * (2 + ADAMW_COPIES)
+        return parameters * FLOAT32_BYTES * (2 + ADAMW_COPIES)
 
     def text_tokens(self) -> tuple[int, int]:
         return self.heal_config.tokens, self.heal_config.length
