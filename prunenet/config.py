@@ -137,6 +137,11 @@ class ProbeConfig(Config):
     tokens: int = option(8192, "probe token budget", keyword="probe_tokens")
     length: int | None = option(None, f"tokens per probe sequence (default {DEFAULT_PROBE_LENGTH}, or the "
                                       "model's context if shorter)", keyword="probe_length")
+    start: Literal["bos", "chat"] = option(
+        "bos", "how self probes begin: bos (the model picks its first word) or chat (the chat template's user "
+               "turn: the model writes a question, then its own answer)", keyword="probe_start")
+    temperature: float = option(1.0, "sampling temperature of self-written probes (below 1: likelier, less "
+                                     "varied text)", keyword="probe_temperature")
     model: str | None = option(None, "self probes written by this model instead (a folder, alias or Hub id "
                                      "sharing the tokenizer, e.g. a smaller model of the family: generation "
                                      "needs the whole writer in memory)", keyword="probe_model")
@@ -148,6 +153,8 @@ class ProbeConfig(Config):
             raise ValueError(f"probe length {self.length} must be at least 2 tokens")
         if self.tokens < (self.length or 2):
             raise ValueError(f"probe token budget {self.tokens} is less than one sequence of {self.length} tokens")
+        if not (0 < self.temperature <= 10):
+            raise ValueError(f"probe temperature {self.temperature} must be in (0, 10]")
         if self.source != SELF and self.model is not None:
             raise ValueError(f"probe_model {self.model!r} writes self probes; the probes come from {self.source!r}")
         if self.source != SELF:

@@ -1,6 +1,6 @@
 """Probe tokens: text the model writes itself (no user data), or a user's own text file.
 
-Self-written probes: N sequences of T tokens sampled at temperature 1 with the KV
+Self-written probes: N sequences of T tokens sampled (at temperature 1 unless asked) with the KV
 cache, batched and seeded. Each sequence starts from the tokenizer's BOS token where it has one, so the
 model picks its own first word (from random first tokens a large-vocabulary model may repeat one rare
 token forever); without a BOS, from a random non-special token. End-of-sequence is suppressed, so every
@@ -31,6 +31,8 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 # once gained only 1.08x over 16 (bench/test_bench_probes.py), and would change every cached probe set.
 GENERATION_BATCH = 16
 PASS_BATCH = 8  # sequences per micro-batch of the statistics pass
+QUESTION_TOKENS = 32  # at most, of the user turn a chat-start probe writes before its answer
+_KEYED_AWAY_FROM_DEFAULT = {"temperature": 1.0, "start": "bos"}  # in a cache key only when not at these
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ProbePlan:
     tokens: int  # the budget
     length: int  # tokens per sequence
     seed: int
+    temperature: float = 1.0
+    start: str = "bos"
 
     @property
     def sequences(self) -> int:
@@ -50,13 +54,17 @@ class ProbePlan:
 def plan_probes(config: ProbeConfig, seed: int, model_config: dict) -> ProbePlan:
     """Tokens per sequence as asked, else DEFAULT_PROBE_LENGTH, never past the model's context."""
     context = next((int(model_config[key]) for key in _CONTEXT_KEYS if model_config.get(key)), None)
+    if context is not None and config.source == SELF and config.start == "chat":
+        # A batch's rows are left-padded to its longest prompt, and the questions differ by up to their bound.
+        context -= QUESTION_TOKENS
     length = config.length
     if length is None:
         length = DEFAULT_PROBE_LENGTH if context is None else min(DEFAULT_PROBE_LENGTH, context)
     elif context is not None and length > context:
-        raise ValueError(f"probe length {length} exceeds the model's context of {context} tokens")
+        room = "" if config.start != "chat" else f" (less {QUESTION_TOKENS} for chat-start questions)"
+        raise ValueError(f"probe length {length} exceeds the model's context of {context} tokens{room}")
     replace(config, length=length).validate()
-    return ProbePlan(config.source, config.tokens, length, seed)
+    return ProbePlan(config.source, config.tokens, length, seed, config.temperature, config.start)
 
 
 @dataclass
@@ -126,6 +134,9 @@ def get_probes(
         return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
     writer = checkpoint if config.model is None else probe_writer(config, tokenizer, progress)
     key = {**asdict(options), "model": fingerprint(checkpoint), "degenerate_share": DEGENERATE_SHARE}
+    for name, default in _KEYED_AWAY_FROM_DEFAULT.items():  # so probes cached before these options stay valid
+        if key[name] == default:
+            del key[name]
     if config.model is not None:
         key["writer"] = fingerprint(writer)
     path = cache / "probes" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.pt"
@@ -183,6 +194,7 @@ def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float
     return {
         "source": options.source, "sequences": tokens.shape[0], "length": tokens.shape[1],
         "tokens": tokens.numel(), "seed": options.seed,
+        **({"temperature": options.temperature, "start": options.start} if options.source == SELF else {}),
         "distinct_share_mean": round(share.mean().item(), 4), "distinct_share_min": round(share.min().item(), 4),
         "seconds": round(seconds, 2), "cached": cached,
     }
@@ -204,30 +216,50 @@ def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     generator = torch.Generator().manual_seed(options.seed)
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        special = set(tokenizer.all_special_ids)
-        ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    sampling = dict(do_sample=True, temperature=options.temperature, top_k=0, top_p=1.0,
+                    pad_token_id=tokenizer.pad_token_id or 0, **({"cache_implementation": cache} if cache else {}))
+    if options.start == "chat":
+        before, between = chat_turn(tokenizer)
+    else:
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            special = set(tokenizer.all_special_ids)
+            ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+
+    def first_tokens(size: int) -> list[list[int]]:
+        if bos is not None:
+            return [[bos]] * size
+        return ordinary[torch.randint(len(ordinary), (size,), generator=generator)][:, None].tolist()
+
+    def questions(size: int) -> list[list[int]]:
+        """User turns the model wrote (stopping at its end of turn), each followed by the answer's opening."""
+        asked = model.generate(torch.tensor([before] * size, device=device),
+                               attention_mask=torch.ones(size, len(before), dtype=torch.long, device=device),
+                               max_new_tokens=QUESTION_TOKENS, **sampling)[:, len(before):].tolist()
+        ends = set(_end_of_turn_ids(model, tokenizer))
+        return [before + _until(question, ends) + between for question in asked]
 
     def sample(count: int) -> torch.Tensor:
         rows = []
         for start in range(0, count, batch):
             size = min(batch, count - start)
-            if bos is not None:
-                first = torch.full((size, 1), bos, dtype=torch.long)
-            else:
-                first = ordinary[torch.randint(len(ordinary), (size, 1), generator=generator)]
-            bar.update(size)
+            prompts = None if options.start == "chat" else first_tokens(size)
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-                out = model.generate(
-                    first.to(device), attention_mask=torch.ones_like(first, device=device), do_sample=True,
-                    temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=options.length - 1,
-                    min_new_tokens=options.length - 1, pad_token_id=tokenizer.pad_token_id or 0,
-                    stopping_criteria=StoppingCriteriaList([_Progress()]),
-                    **({"cache_implementation": cache} if cache else {}),
-                )
-            rows.append(out[:, : options.length].cpu())
+                prompts = prompts or questions(size)
+                shortest = min(len(p) for p in prompts)
+                bar.update(size * min(shortest, options.length))
+                if shortest >= options.length:
+                    rows.append(torch.tensor([p[: options.length] for p in prompts]))
+                    continue
+                # Left-padded to one length: each row then reads as its prompt and what follows it.
+                width = max(len(p) for p in prompts)
+                ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+                new = options.length - shortest
+                out = model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                                     stopping_criteria=StoppingCriteriaList([_Progress()]), **sampling).cpu()
+            rows.append(torch.stack([row[width - len(p):][: options.length] for row, p in zip(out, prompts)]))
         return torch.cat(rows)
 
     tokens = sample(options.sequences)
@@ -237,6 +269,33 @@ def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
         tokens[bad] = sample(len(bad))
     bar.close()
     return tokens
+
+
+def chat_turn(tokenizer) -> tuple[list[int], list[int]]:
+    """The chat template around one user message: the ids before it, and the ids between it and the answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("probe start 'chat' needs a chat template, and the model's tokenizer has none; "
+                         "use probe start 'bos'")
+    marker = "\uE000"  # a private-use character, never in a template
+    text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                         add_generation_prompt=True)
+    before, _, after = text.partition(marker)
+    return (tokenizer(before, add_special_tokens=False)["input_ids"],
+            tokenizer(after, add_special_tokens=False)["input_ids"])
+
+
+def _end_of_turn_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    ends = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = [ends] if isinstance(ends, int) else list(ends or [])
+    return ends + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
+def _until(ids: list[int], ends: set[int]) -> list[int]:
+    """`ids` up to (not including) the first of `ends`."""
+    for position, token in enumerate(ids):
+        if token in ends:
+            return ids[:position]
+    return ids
 
 
 def tokens_from_file(path: Path, tokenizer, options: ProbePlan) -> torch.Tensor:

@@ -8,7 +8,8 @@ pre-hook on the output matrix sees A exactly as the model computes it, for every
 One-shot: every layer sees the original model's activations. Sequential (as GPTQ and SparseGPT do):
 after a layer's statistics are taken, `decide` may return new weights for its output matrix (the
 pruned and repaired layer, dropped columns zero), and the layer is run again with them, so the next
-layer sees the activations of the already-compressed layers before it.
+layer sees the activations of the already-compressed layers before it. That rerun computes only the
+output matrix on its recorded input; everything before it in the layer gives what it gave (`_Upstream`).
 
 Against the original (a `target`): two hidden-state sets go through the decoder side by side, the
 original model's and the compressed one's, one layer's weights in memory. The statistics are taken on
@@ -105,10 +106,12 @@ def statistics_pass(
             original = [out.reshape(-1, h).float() for out in forward(ORIGINAL)]
         seen: list[torch.Tensor] = []
         compressed_ffn: list[torch.Tensor] = []
-        with _seeing(output, seen, n, inputs=True), \
+        upstream = _Upstream(layer, input_matrices)
+        with _seeing(output, seen, n, inputs=True), upstream.recording() if sequential else nullcontext(), \
                 _seeing(output, compressed_ffn, h, inputs=False) if target == "layer" else nullcontext():
             compressed_layer = forward(COMPRESSED)
         # One accumulation per layer over all micro-batches: each call ends with a mirror of the n x n result.
+        sizes = [batch.shape[0] for batch in seen]
         activations = torch.cat(seen)
         del seen[:]
         K.act_gram(activations, None, "identity", stats.gram)
@@ -122,7 +125,7 @@ def statistics_pass(
             stats.target_cross = activations.float().T @ wanted
             stats.target_sums = wanted.sum(0)
             del wanted
-        del activations, original[:], compressed_ffn[:]
+        del original[:], compressed_ffn[:]
         change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output)))
         if sequential and change is not None:
             weight, bias = change
@@ -130,12 +133,88 @@ def statistics_pass(
                 output.weight.copy_(weight)
                 if bias is not None:
                     output.bias.copy_(bias)
-            forward(COMPRESSED)
+            with upstream.replaying(output, activations.split(sizes)):
+                forward(COMPRESSED)
+        del activations, upstream
         bar.update()
 
+    input_matrices = [tensor.rsplit(".", 1)[0] for tensor in stream.family.row_sliced]
     for _ in stream.run(batches, visit, copies=2 if target is not None else 1):
         pass
     bar.close()
+
+
+class _Upstream:
+    """The rerun of a layer after its output matrix changed, without the work that cannot have changed.
+
+    Recording (on the layer's run before the change): the outputs of the layer's direct children that
+    finish, on every micro-batch, before its FFN's input matrices start (the attention block and the
+    norms before the FFN, in every family). Replaying (the rerun): those children give their recorded
+    outputs, the input matrices (`inputs`, module paths) give zeros, and the output matrix computes,
+    with its new weights, on the input it recorded then (`recorded`, one tensor per micro-batch). Only
+    the output matrix and the layer's own glue run again, so the next layer sees exactly what a full rerun
+    would give it.
+    """
+
+    def __init__(self, layer: torch.nn.Module, inputs: list[str]):
+        self.layer = layer
+        self.inputs = [layer.get_submodule(path) for path in dict.fromkeys(inputs)]
+        self.outputs: dict[str, list] = {}  # child name -> its outputs, in call order
+        self.late: set[str] = set()  # children called once the FFN had started: run again
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        state = {"ffn_started": False}
+        ffn = {module for inner in self.inputs for module in self.layer.modules() if inner in set(module.modules())}
+
+        def record(name: str, out) -> None:
+            if state["ffn_started"]:
+                self.late.add(name)
+            else:
+                self.outputs.setdefault(name, []).append(_cloned(out))
+
+        handles = [self.layer.register_forward_pre_hook(lambda m, args: state.update(ffn_started=False))]
+        handles += [inner.register_forward_pre_hook(lambda m, args: state.update(ffn_started=True))
+                    for inner in self.inputs]
+        handles += [child.register_forward_hook(lambda m, args, out, name=name: record(name, out))
+                    for name, child in self.layer.named_children() if child not in ffn]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def replaying(self, output: torch.nn.Module, recorded: tuple[torch.Tensor, ...]) -> Iterator[None]:
+        replayed = {name: iter(outs) for name, outs in self.outputs.items() if name not in self.late}
+        fed = iter(recorded)
+        compute = output.forward
+        stubs = {self.layer.get_submodule(name): lambda *args, outs=outs, **kwargs: next(outs)
+                 for name, outs in replayed.items()}
+        for inner in self.inputs:  # what they would give is never read: the output matrix's input is recorded
+            stubs[inner] = lambda x, inner=inner: x.new_zeros(*x.shape[:-1], inner.weight.shape[0])
+        stubs[output] = lambda x: compute(next(fed).reshape(*x.shape[:-1], -1))
+        # A forward set on the instance (accelerate's device hooks set one) is put back as it was.
+        before = {module: vars(module).get("forward") for module in stubs}
+        for module, stub in stubs.items():
+            module.forward = stub
+        try:
+            yield
+        finally:
+            for module, forward in before.items():
+                if forward is None:
+                    del module.forward
+                else:
+                    module.forward = forward
+
+
+def _cloned(out):
+    """`out` with its tensors copied: the layer may change a child's output in place after it is returned."""
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    if isinstance(out, tuple):
+        return tuple(_cloned(item) for item in out)
+    return out
 
 
 @contextmanager

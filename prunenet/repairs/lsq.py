@@ -6,12 +6,13 @@ layer's own output) unless a pass against the original model gives another:
 
     W' = (T^T A_K + lambda W[:, K]) (G[K, K] + lambda I)^-1,   G = A^T A,   T^T A_K = W G[:, K] for T = A W^T,
 
-solved by Cholesky. The ridge pulls W' towards plain slicing, not towards zero: the probes are a few
-thousand tokens of the model's own text, and a fit free to move far from W matches them and loses on
-other text (measured: with the zero-pull ridge of the plain formula, pydoc perplexity got worse than
-without repair). With G = I it is exactly plain slicing. Where W has a bias b, the bias is refitted too,
-from the activations' sums s = A^T 1 and token count t (the constant input 1 joins the kept features, and
-b' is pulled towards b). lambda is `RIDGE` times the mean of diag G[K, K].
+solved by Cholesky in float32, as a correction of the plain slice. The ridge pulls W' towards plain
+slicing, not towards zero: the probes are a few thousand tokens of the model's own text, and a fit free
+to move far from W matches them and loses on other text (measured: with the zero-pull ridge of the plain
+formula, pydoc perplexity got worse than without repair). With G = I it is exactly plain slicing. Where W
+has a bias b, the bias is refitted too, from the activations' sums s = A^T 1 and token count t (the
+constant input 1 joins the kept features, and b' is pulled towards b). lambda is `RIDGE` times the mean
+of diag G[K, K].
 """
 from __future__ import annotations
 
@@ -48,30 +49,46 @@ def refit_output(
         raise ValueError(f"target_cross {tuple(target_cross.shape)} does not match weight {tuple(weight.shape)}")
     if target_cross is not None and bias is not None and target_sums is None:
         raise ValueError("refitting a bias against a target needs the target's sums")
-    w, g = weight.double(), gram.double()
-    if target_cross is None:  # the layer's own output T = A W^T + 1 b^T
-        rhs = w @ g[:, kept]  # T^T A_K
-        if bias is not None and sums is not None:
-            rhs += bias.double()[:, None] * sums.double()[kept][None]
-            target_sums = w @ sums.double() + bias.double() * count
-    else:
-        rhs = target_cross.double()[kept].T
+    w, g = weight.float(), gram.float()
+    dropped = _complement(kept, w.shape[1])
     system = g[kept][:, kept]  # G[K, K]
-    if bias is not None and sums is not None and target_sums is not None:
-        s = sums.double()
-        # Features [a_K, 1]: the system gains the sums and the count; the right side gains T^T 1.
+    prior = w[:, kept]  # what the ridge pulls towards: the plain slice
+    s = None  # the activations' sums, where a bias is refitted
+    if bias is not None:
+        assert sums is not None  # checked above
+        s = sums.float()
+        # Features [a_K, 1]: the system gains the sums and the count; the prior gains the bias.
         system = torch.cat([torch.cat([system, s[kept, None]], 1),
                             torch.cat([s[kept], torch.tensor([float(count)], dtype=g.dtype)])[None]], 0)
-        rhs = torch.cat([rhs, target_sums.double()[:, None]], 1)
+        prior = torch.cat([prior, bias.float()[:, None]], 1)
+    # Solved as a correction of the prior: W' = P + (R - P S)(S + lambda I)^-1 with R the right side and S
+    # the system, the same as (R + lambda P)(S + lambda I)^-1. For the layer's own output the residual
+    # R - P S is W[:, D] G[D, K] (D the dropped columns; with a bias, W[:, D] s_D beside it): smaller than
+    # W G[:, K] to form, and exactly zero when nothing is dropped, which is what lets the solve run in float32.
+    if target_cross is None:  # the layer's own output T = A W^T + 1 b^T
+        cross = g[dropped][:, kept]
+        if s is not None:
+            cross = torch.cat([cross, s[dropped, None]], 1)
+        residual = w[:, dropped] @ cross
+    else:
+        rhs = target_cross.float()[kept].T  # T^T A_K
+        if s is not None and target_sums is not None:
+            rhs = torch.cat([rhs, target_sums.float()[:, None]], 1)
+        residual = rhs - prior @ system
     ridge = RIDGE * system.diagonal()[: kept.numel()].mean().clamp_min(1e-12)
-    system = system + ridge * torch.eye(system.shape[0], dtype=g.dtype)
-    prior = w[:, kept] if bias is None else torch.cat([w[:, kept], bias.double()[:, None]], 1)
-    rhs = rhs + ridge * prior  # the pull towards plain slicing
+    system.diagonal().add_(ridge)
     factor = torch.linalg.cholesky(system)
-    solved = torch.cholesky_solve(rhs.T, factor).T  # rhs system^-1 (the system is symmetric)
+    del system
+    solved = prior + torch.cholesky_solve(residual.T, factor).T  # the system is symmetric
     if bias is None:
-        return solved.float(), None
-    return solved[:, :-1].float(), solved[:, -1].float()
+        return solved, None
+    return solved[:, :-1].contiguous(), solved[:, -1].contiguous()
+
+
+def _complement(kept: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[kept.cpu()] = True
+    return (~keep).nonzero().squeeze(1)
 
 
 class LeastSquaresRepair(Repair):

@@ -9,6 +9,7 @@ import torch
 from helpers import cli_error, snapshot
 from tiny_models import build_model, corpus_tokenizer, save_model, tiny_tokenizer
 
+from prunenet.calibration import probes as probes_module
 from prunenet.calibration.probes import ProbePlan, get_probes, tokens_from_file
 from prunenet.cli import main
 from prunenet.config import ProbeConfig
@@ -29,6 +30,40 @@ def test_self_probes_are_seeded_cached_and_full_length(tmp_path):
     assert (first.tokens[:, 0] == tiny_tokenizer().bos_token_id).all()  # from BOS; the model picks the rest
     assert 0 < first.info["distinct_share_mean"] <= 1
 
+
+def test_a_lower_temperature_writes_likelier_probes_cached_apart(tmp_path):
+    src = save_model(build_model("llama"), tmp_path / "src")
+    checkpoint, cpu = Checkpoint(src), torch.device("cpu")
+    plain = get_probes(checkpoint, ProbeConfig(tokens=96, length=24), 0, tmp_path / "c", cpu)
+    cool = get_probes(checkpoint, ProbeConfig(tokens=96, length=24, temperature=0.3), 0, tmp_path / "c", cpu)
+    assert not cool.info["cached"] and cool.info["temperature"] == 0.3 and plain.info["temperature"] == 1.0
+    # Sharper sampling repeats the model's likeliest continuations: fewer distinct tokens per sequence.
+    assert cool.info["distinct_share_mean"] < plain.info["distinct_share_mean"]
+    assert get_probes(checkpoint, ProbeConfig(tokens=96, length=24, temperature=0.3), 0, tmp_path / "c",
+                      cpu).info["cached"]
+
+
+def test_chat_start_probes_are_a_question_the_model_asks_then_its_answer(tmp_path, monkeypatch):
+    monkeypatch.setattr(probes_module, "QUESTION_TOKENS", 8)  # room for the answer in the tiny model's context
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}w5 w6 {{ m['content'] }} </s> {% endfor %}"
+                               "{% if add_generation_prompt %}w7 w8 {% endif %}")
+    src = save_model(build_model("llama"), tmp_path / "src", tokenizer=tokenizer)
+    options = ProbeConfig(tokens=192, length=48, start="chat")
+    probes = get_probes(Checkpoint(src), options, 0, tmp_path / "c", torch.device("cpu"))
+    assert probes.tokens.shape == (4, 48) and probes.info["start"] == "chat"
+    for row in probes.tokens.tolist():
+        assert row[:2] == [5, 6]  # the template's opening of the user turn
+        # The question the model wrote (at most 8 tokens), then the template's end of turn and answer opening.
+        assert any(row[i: i + 3] == [2, 7, 8] for i in range(2, 2 + 8 + 1)), row
+    again = get_probes(Checkpoint(src), options, 0, tmp_path / "other", torch.device("cpu"))
+    assert torch.equal(probes.tokens, again.tokens)  # seeded
+    with pytest.raises(ValueError, match="context of 56 tokens"):  # 64 less the questions' bound
+        get_probes(Checkpoint(src), ProbeConfig(tokens=128, length=64, start="chat"), 0, tmp_path / "c",
+                   torch.device("cpu"))
+    plain = save_model(build_model("llama"), tmp_path / "plain")
+    with pytest.raises(ValueError, match="needs a chat template"):
+        get_probes(Checkpoint(plain), options, 0, tmp_path / "plain-cache", torch.device("cpu"))
 
 
 def test_another_model_of_the_same_tokenizer_can_write_the_probes(tmp_path):
