@@ -139,6 +139,8 @@ def get_probes(
             del key[name]
     if config.model is not None:
         key["writer"] = fingerprint(writer)
+    if options.start == "chat":  # the fingerprint reads no tokenizer files, and the template shapes these probes
+        key["chat_turn"] = chat_turn(tokenizer)
     path = cache / "probes" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)

@@ -125,7 +125,8 @@ def statistics_pass(
             stats.target_cross = activations.float().T @ wanted
             stats.target_sums = wanted.sum(0)
             del wanted
-        del original[:], compressed_ffn[:]
+        recorded = activations.split(sizes) if sequential else ()  # what the rerun feeds the output matrix
+        del activations, original[:], compressed_ffn[:]
         change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output)))
         if sequential and change is not None:
             weight, bias = change
@@ -133,9 +134,9 @@ def statistics_pass(
                 output.weight.copy_(weight)
                 if bias is not None:
                     output.bias.copy_(bias)
-            with upstream.replaying(output, activations.split(sizes)):
+            with upstream.replaying(output, recorded):
                 forward(COMPRESSED)
-        del activations, upstream
+        del recorded, upstream
         bar.update()
 
     input_matrices = [tensor.rsplit(".", 1)[0] for tensor in stream.family.row_sliced]

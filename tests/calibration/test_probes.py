@@ -58,6 +58,9 @@ def test_chat_start_probes_are_a_question_the_model_asks_then_its_answer(tmp_pat
         assert any(row[i: i + 3] == [2, 7, 8] for i in range(2, 2 + 8 + 1)), row
     again = get_probes(Checkpoint(src), options, 0, tmp_path / "other", torch.device("cpu"))
     assert torch.equal(probes.tokens, again.tokens)  # seeded
+    tokenizer.chat_template = tokenizer.chat_template.replace("w7 w8", "w9")
+    retemplated = save_model(build_model("llama"), tmp_path / "retemplated", tokenizer=tokenizer)
+    assert not get_probes(Checkpoint(retemplated), options, 0, tmp_path / "c", torch.device("cpu")).info["cached"]
     with pytest.raises(ValueError, match="context of 56 tokens"):  # 64 less the questions' bound
         get_probes(Checkpoint(src), ProbeConfig(tokens=128, length=64, start="chat"), 0, tmp_path / "c",
                    torch.device("cpu"))
