@@ -34,9 +34,6 @@ from prunenet.eval.throughput import machine
 from prunenet.model.embedded import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Models per `evaluate` call, which holds them all at once in float32 (about 0.55 GB each for the embedded
-# model): seed 0's 65 models in one call took 24 GB and were killed for memory.
-EVAL_GROUP = 10
 DEFAULT_LABEL = "activation + lsq (default)"
 # label -> (compress options, every seed (True) or the first seed only (False))
 METHODS: dict[str, tuple[dict, bool]] = {
@@ -158,12 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in args.seeds:
             made, timings[seed] = compress_seed(args, work, seed)
-            names = list(made)
-            for first in range(0, len(names), EVAL_GROUP):
-                report = evaluate(args.model, names[first: first + EVAL_GROUP], tokens=args.tokens,
-                                  window=args.window, throughput=False, device=str(device))
-                original, corpus = report["models"][0], report["corpus"]
-                rows += [{**made[m["name"]], **{k: m[k] for k in keys}} for m in report["models"][1:]]
+            report = evaluate(args.model, list(made), tokens=args.tokens, window=args.window, throughput=False,
+                              device=str(device))
+            original, corpus = report["models"][0], report["corpus"]
+            rows += [{**made[m["name"]], **{k: m[k] for k in keys}} for m in report["models"][1:]]
             print(f"seed {seed}: {len(made)} models evaluated, {time.perf_counter() - start:.0f} s so far", flush=True)
             for path in made:
                 shutil.rmtree(path, ignore_errors=True)

@@ -15,7 +15,7 @@ from ..devices import resolve_device
 from ..report import PhaseTimer, check_json_path, peak_rss_mb, save_report
 from .answers import answer_all, kept_share
 from .corpus import DEFAULT_CORPUS, DEFAULT_TOKENS, DEFAULT_WINDOW, check_count, default_text, read_text, token_windows
-from .metrics import quality
+from .metrics import Original
 from .models import load_model, load_tokenizer, resolve
 from .tasks import parse_tasks, run_tasks, task_manager
 from .throughput import ThroughputSettings, machine, measure
@@ -71,14 +71,14 @@ def evaluate(
         _check_context(first.model.config, window, settings)
         tokenizer = load_tokenizer(first.path, progress)
         windows = token_windows(tokenizer, corpus_text, tokens, window)
-        loaded = [first] + [load_model(name, dev, progress) for name in compressed]
+    bar = _progress(settings, len(names), len(windows), progress)
     with timer.phase("quality"):
-        stats = quality([m.model for m in loaded], [m.name for m in loaded], windows, dev, progress)
-    models = []
-    for i, (model, stat) in enumerate(zip(loaded, stats)):
-        models.append({"role": "compressed" if i else "original", "name": model.name, **model.info, **stat})
-    bar = _throughput_bar(settings, len(loaded), progress)
-    for model, entry in zip(loaded, models):
+        reference = Original(first.model, windows, dev, bar.update)
+    models: list[dict] = []
+
+    def measure_all(model, stat: dict) -> None:
+        """Its report entry: the quality figures, then throughput, tasks and answers, each timed."""
+        entry = {"role": "compressed" if models else "original", "name": model.name, **model.info, **stat}
         with timer.phase("throughput"):
             entry["throughput"] = measure(model.model, settings, bar.update) if settings else None
         with timer.phase("tasks"):
@@ -87,8 +87,18 @@ def evaluate(
             with timer.phase("answers"):
                 entry["answers"] = answer_all(model.model, tokenizer)
             entry["answers_right"] = sum(a["right"] for a in entry["answers"])
-            entry["answers_kept"] = kept_share(models[0]["answers"], entry["answers"]) if entry is not models[0] \
-                else None
+            entry["answers_kept"] = kept_share(models[0]["answers"], entry["answers"]) if models else None
+        models.append(entry)
+
+    measure_all(first, reference.stats)
+    del first  # one model in memory at a time from here on
+    for name in compressed:
+        with timer.phase("load"):
+            loaded = load_model(name, dev, progress)
+        with timer.phase("quality"):
+            stat = reference.compare(loaded.model, loaded.name)
+        measure_all(loaded, stat)
+        del loaded
     bar.close()
     report = {
         "command": "eval",
@@ -98,7 +108,7 @@ def evaluate(
             "tokens_asked": tokens,
             "window": window,
             "windows": len(windows),
-            "predicted_tokens": stats[0]["predicted_tokens"],
+            "predicted_tokens": reference.stats["predicted_tokens"],
         },
         "machine": machine(dev),
         "throughput_settings": settings.as_dict() if settings else None,
@@ -112,16 +122,16 @@ def evaluate(
     return report
 
 
-def _throughput_bar(settings: ThroughputSettings | None, models: int, progress: bool):
-    """A progress bar over every throughput run, after a line saying what runs and how to skip it."""
+def _progress(settings: ThroughputSettings | None, models: int, windows: int, progress: bool):
+    """One bar over every model's quality windows and throughput runs, after a line saying what throughput
+    runs and how to skip it."""
     from ..progress import progress_bar
 
-    show = progress and settings is not None
-    if show:
+    if progress and settings is not None:
         print(f"throughput of {models} model(s): {settings.describe()} (--no-throughput skips this)",
               file=sys.stderr, flush=True)
-    return progress_bar(total=settings.runs * models if settings else 0, desc="throughput", unit="run",
-                        disable=not show)
+    return progress_bar(total=models * (windows + (settings.runs if settings else 0)), desc="evaluating",
+                        unit="step", disable=not progress)
 
 
 def _throughput_settings(throughput: ThroughputSettings | bool) -> ThroughputSettings | None:

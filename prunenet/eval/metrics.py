@@ -1,8 +1,10 @@
-"""Perplexity, KL(original || compressed) and top-1 agreement, from one pass over the token windows.
+"""Perplexity, KL(original || compressed) and top-1 agreement over token windows.
 
-Per window the original runs once and then each compressed model, so memory holds one window's
-log-probabilities of the original plus those of the model being compared; every statistic is summed
-over predicted positions in float64 and averaged at the end (a token-weighted mean over windows).
+The original runs once over every window and its log-probabilities are kept (tokens x vocabulary float32:
+about 0.4 GB for 2048 tokens of a 49152-word vocabulary), so that each compressed model can then be loaded,
+compared and freed in turn: memory holds those plus one model, however many models are compared. Every
+statistic is summed over predicted positions in float64 and averaged at the end (a token-weighted mean
+over windows).
 """
 from __future__ import annotations
 
@@ -61,26 +63,34 @@ def next_token_logprobs(model: torch.nn.Module, window: torch.Tensor) -> torch.T
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def quality(models: Sequence[torch.nn.Module], names: Sequence[str], windows: Sequence[torch.Tensor],
-            device: torch.device, progress: bool = False) -> list[dict]:
-    """Statistics of every model; `models[0]` is the original that the others are compared with."""
-    from ..progress import progress_bar
+class Original:
+    """The original model's next-token log-probabilities on every window, kept so that the compressed models
+    can be loaded and compared one at a time, and the original's own statistics."""
 
-    totals = [Totals() for _ in models]
-    for window in progress_bar(windows, desc="quality", unit="window", disable=not progress):
-        window = window.to(device)
-        targets = window[0, 1:]
-        original = next_token_logprobs(models[0], window)
-        totals[0].add(original, targets)
-        reference = Reference.of(original)
-        for model, name, total in zip(models[1:], names[1:], totals[1:]):
+    def __init__(self, model: torch.nn.Module, windows: Sequence[torch.Tensor], device: torch.device, tick=None):
+        self.windows, self.device, self.tick = windows, device, tick
+        totals, self.logprobs = Totals(), []
+        for window in windows:
+            logprobs = next_token_logprobs(model, window.to(device))
+            totals.add(logprobs, window[0, 1:].to(device))
+            self.logprobs.append(logprobs)
+            if tick is not None:
+                tick()
+        self.stats = totals.summary(compared=False)
+
+    def compare(self, model: torch.nn.Module, name: str) -> dict:
+        """Perplexity, KL(original || `model`) and top-1 agreement of `model` on the same windows."""
+        totals = Totals()
+        for window, original in zip(self.windows, self.logprobs):
+            window = window.to(self.device)
             logprobs = next_token_logprobs(model, window)
             if logprobs.shape != original.shape:
                 raise ValueError(
                     f"model {name!r} predicts {logprobs.shape[-1]} tokens, the original {original.shape[-1]}: "
                     "they do not share a vocabulary"
                 )
-            total.add(logprobs, targets, reference)
+            totals.add(logprobs, window[0, 1:], Reference.of(original))
             del logprobs
-        del original, reference
-    return [total.summary(compared=i > 0) for i, total in enumerate(totals)]
+            if self.tick is not None:
+                self.tick()
+        return totals.summary(compared=True)

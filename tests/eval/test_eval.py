@@ -76,6 +76,30 @@ def test_model_against_itself_and_a_compressed_one(models):
     assert report["corpus"]["predicted_tokens"] == TOKENS - report["corpus"]["windows"]
 
 
+def test_models_are_compared_one_at_a_time(models, monkeypatch):
+    import gc
+    import weakref
+
+    from prunenet.eval import evaluation
+
+    original, compressed = models
+    alive: weakref.WeakSet = weakref.WeakSet()
+    most = []
+    load = evaluation.load_model
+
+    def counted(name, device, progress):
+        gc.collect()
+        most.append(len(alive))  # models still held when the next one is loaded
+        loaded = load(name, device, progress)
+        alive.add(loaded.model)
+        return loaded
+
+    monkeypatch.setattr(evaluation, "load_model", counted)
+    report = evaluate(original, [compressed] * 4, tokens=TOKENS, window=WINDOW, throughput=False, device="cpu")
+    assert len(report["models"]) == 5 and len({round(m["kl"], 9) for m in report["models"][1:]}) == 1
+    assert most == [0, 0, 0, 0, 0]
+
+
 def test_metrics_equal_an_independent_computation(models, text_file):
     original, compressed = models
     report = evaluate(original, [compressed], text=text_file, tokens=TOKENS, window=WINDOW, throughput=False,
