@@ -274,7 +274,8 @@ def test_eval_says_what_its_throughput_phase_runs(eval_models, capfd):
     assert main(["eval", str(original), str(compressed), *EVAL]) == 0
     out, err = capfd.readouterr()
     assert "throughput of 2 model(s): prefill batch 1 x 8 tokens" in err and "--no-throughput skips this" in err
-    assert "8/8" in err  # the bar: 2 models x (prefill, decode) x (1 warm-up + 1 timed run)
+    # The bar: 2 models x (3 windows of 16 of the 40 tokens + (prefill, decode) x (1 warm-up + 1 timed run)).
+    assert "14/14" in err
     assert "ppl" in out.lower()
     assert main(["eval", str(original), str(compressed), *EVAL, "--quiet"]) == 0
     assert capfd.readouterr() == ("", "")
