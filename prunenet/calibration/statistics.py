@@ -166,7 +166,6 @@ class _Upstream:
     @contextmanager
     def recording(self) -> Iterator[None]:
         state = {"ffn_started": False}
-        ffn = {module for inner in self.inputs for module in self.layer.modules() if inner in set(module.modules())}
 
         def record(name: str, out) -> None:
             if state["ffn_started"]:
@@ -178,7 +177,7 @@ class _Upstream:
         handles += [inner.register_forward_pre_hook(lambda m, args: state.update(ffn_started=True))
                     for inner in self.inputs]
         handles += [child.register_forward_hook(lambda m, args, out, name=name: record(name, out))
-                    for name, child in self.layer.named_children() if child not in ffn]
+                    for name, child in self.layer.named_children() if not _holds_any(child, self.inputs)]
         try:
             yield
         finally:
@@ -207,6 +206,10 @@ class _Upstream:
                     del module.forward
                 else:
                     module.forward = forward
+
+
+def _holds_any(module: torch.nn.Module, inner: list[torch.nn.Module]) -> bool:
+    return any(sub in inner for sub in module.modules())
 
 
 def _cloned(out):

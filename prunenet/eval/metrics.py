@@ -71,8 +71,9 @@ class Original:
         self.windows, self.device, self.tick = windows, device, tick
         totals, self.logprobs = Totals(), []
         for window in windows:
-            logprobs = next_token_logprobs(model, window.to(device))
-            totals.add(logprobs, window[0, 1:].to(device))
+            window = window.to(device)
+            logprobs = next_token_logprobs(model, window)
+            totals.add(logprobs, window[0, 1:])
             self.logprobs.append(logprobs)
             if tick is not None:
                 tick()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+import prunenet_kernels as K
+
 from .base import Repair
 
 RIDGE = 0.1
@@ -50,7 +52,7 @@ def refit_output(
     if target_cross is not None and bias is not None and target_sums is None:
         raise ValueError("refitting a bias against a target needs the target's sums")
     w, g = weight.float(), gram.float()
-    dropped = _complement(kept, w.shape[1])
+    dropped = K.dropped_rows(kept.cpu()[None], w.shape[1])[0]
     system = g[kept][:, kept]  # G[K, K]
     prior = w[:, kept]  # what the ridge pulls towards: the plain slice
     s = None  # the activations' sums, where a bias is refitted
@@ -83,12 +85,6 @@ def refit_output(
     if bias is None:
         return solved, None
     return solved[:, :-1].contiguous(), solved[:, -1].contiguous()
-
-
-def _complement(kept: torch.Tensor, n: int) -> torch.Tensor:
-    keep = torch.zeros(n, dtype=torch.bool)
-    keep[kept.cpu()] = True
-    return (~keep).nonzero().squeeze(1)
 
 
 class LeastSquaresRepair(Repair):
