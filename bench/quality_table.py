@@ -7,8 +7,8 @@ Methods (`METHODS`): the default (activation-aware rows + least-squares repair, 
 8192 probe tokens the model writes itself), the previous default (one-shot statistics, 4096 probes), the
 paper's PruneNet policy (fit at --fit-ratio, sampled rows), random rows, and, on the first seed only, the
 variants that choose the defaults: one-shot statistics, no repair, OBS rows, the fits against the original
-(reconstruct, reconstruct-layer), twice the probes, chat-start probes and probes at temperature 0.7,
-repair of random and of PruneNet rows, largest gate-row norm. Each method compresses every ratio in one
+(reconstruct, reconstruct-layer), twice the probes, the joint refinement of each FFN (refine), chat-start
+probes and probes at temperature 0.7, repair of random and of PruneNet rows, largest gate-row norm. Each method compresses every ratio in one
 `prunenet.compress` call; a seed changes the probes (self-written text), the policy and random rows.
 All models of a seed are evaluated in one `prunenet.eval.evaluate` call against the original on the first
 --tokens tokens of the default corpus (pydoc_data.topics): perplexity, mean KL(original || compressed)
@@ -48,6 +48,7 @@ METHODS: dict[str, tuple[dict, bool]] = {
     "reconstruct": (dict(selector="activation", repair="lsq", statistics="reconstruct"), False),
     "reconstruct-layer": (dict(selector="activation", repair="lsq", statistics="reconstruct-layer"), False),
     "16384 probes": (dict(selector="activation", repair="lsq", probe_tokens=16384), False),
+    "refine (gate/up/down trained per layer)": (dict(selector="activation", repair="refine"), False),
     "chat-start probes": (dict(selector="activation", repair="lsq", probe_start="chat"), False),
     "probes at temperature 0.7": (dict(selector="activation", repair="lsq", probe_temperature=0.7), False),
     "random + lsq": (dict(selector="random", repair="lsq"), False),

@@ -203,6 +203,8 @@ class _Selection:
             self.selector.prepare(weights, self.ratios, Run(timer, progress, overwrite, start.checkpoint.model_type))
         sliced = {r: k for r, k in widths.items() if k < start.plan.n}
         MODES[self.config.statistics].check(start.family)
+        repair = REPAIRS[self.config.repair].configured(self.config)
+        repair.check(start.family)
         probe_set = None
         if self.needs_probes and sliced:
             with timer.phase("probes"):
@@ -220,7 +222,7 @@ class _Selection:
             stream = start.stream()
             ranker = self.selector if isinstance(self.selector, StatisticsSelector) and given is None else None
             chosen = select_on_probes(stream, probe_batches(probe_set.tokens), start.plan, sliced, ranker, given,
-                                      REPAIRS[self.config.repair], MODES[self.config.statistics], progress)
+                                      repair, MODES[self.config.statistics], progress)
         return chosen, probe_set
 
 

@@ -233,6 +233,26 @@ class HealOptions(Config):
 
 
 @dataclass(frozen=True)
+class RefineOptions(Config):
+    """The options of repair 'refine': each sliced FFN trained towards its unpruned output on the probes.
+    Other repairs refuse them."""
+
+    epochs: int = option(4, "refine: passes over the probe tokens per layer (the best on held-out probe tokens "
+                            "is kept)", keyword="refine_epochs", slicing=True)
+    lr: float = option(3e-4, "refine: Adam learning rate", keyword="refine_lr", slicing=True)
+    batch_tokens: int = option(512, "refine: probe tokens per optimizer step", keyword="refine_batch_tokens",
+                               slicing=True)
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"refine_epochs={self.epochs!r} must be a positive int")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"refine_lr={self.lr!r} must be a positive finite number")
+        if self.batch_tokens < 1:
+            raise ValueError(f"refine_batch_tokens={self.batch_tokens!r} must be a positive int")
+
+
+@dataclass(frozen=True)
 class CompressConfig(Config):
     """`compress` and `score`: the options of every method, and the selector's own (`method`)."""
 
@@ -241,8 +261,10 @@ class CompressConfig(Config):
     statistics: str = option("sequential", "how the activation statistics are taken", slicing=True)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     heal: HealOptions = field(default_factory=HealOptions)
+    refine: RefineOptions = field(default_factory=RefineOptions)
     scores: str | None = option(None, "a scores file written by `prunenet score`: rank no rows again", slicing=True)
-    align: int | None = option(None, "round the kept FFN width to the nearest multiple (e.g. 64)", slicing=True)
+    align: int | None = option(None, "round the kept FFN width down to a multiple (e.g. 64): never fewer rows "
+                                     "removed than the ratio asks", slicing=True)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = option(
         "auto", "dtype of the output's floating-point tensors (auto: each as stored in the model); it changes "
                 "only what is written, never which rows are kept", slicing=True)
@@ -287,6 +309,14 @@ class CompressConfig(Config):
         if not isinstance(self.method, SELECTORS[self.selector].options):
             raise TypeError(f"selector {self.selector!r} takes {SELECTORS[self.selector].options.__name__}, "
                             f"not {type(self.method).__name__}")
+        if self.repair == "refine" and MODES[self.statistics].target is not None:
+            raise ValueError(f"repair 'refine' fits each layer's own FFN output, and statistics {self.statistics!r} "
+                             "fits the original model's; use statistics 'sequential' or 'oneshot'")
+        if self.repair != "refine":
+            for spec in RefineOptions.specs():
+                if self.refine.to_options()[spec.keyword] != spec.default:
+                    raise ValueError(f"option {spec.keyword} ({spec.flag}) applies to repair 'refine' only, not to "
+                                     f"{self.repair!r}")
         if self.align is not None and self.align < 1:
             raise ValueError(f"align={self.align!r} must be a positive int")
 

@@ -19,7 +19,7 @@ from ..model.ffn_map import SlicePlan
 from ..repairs import Repair
 from ..selectors import StatisticsSelector
 from .layer_stream import LayerStream
-from .statistics import LayerStats, OutputMatrix, check_target, statistics_pass
+from .statistics import LayerChange, LayerStats, OutputMatrix, check_target, statistics_pass
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,17 @@ def output_names(plan: SlicePlan, checkpoint_names) -> dict[int, tuple[str, str 
     return names
 
 
+def row_names(plan: SlicePlan) -> dict[int, dict[str, str]]:
+    """Per layer: its row-sliced tensors' names in the layer ("mlp.gate_proj.weight") -> in the checkpoint."""
+    names: dict[int, dict[str, str]] = {}
+    for name, (layer, role) in plan.roles.items():
+        if role == "rows":
+            found = plan.family.match(name)
+            assert found is not None  # the plan's roles are the family's tensors
+            names.setdefault(layer, {})[found[1]] = name
+    return names
+
+
 def select_on_probes(
     stream: LayerStream,
     batches: list[torch.Tensor],
@@ -90,6 +101,7 @@ def select_on_probes(
         raise ValueError(f"rows come either from a ranker or from given rows; got ranker={ranker!r} and "
                          f"{'some' if given is not None else 'no'} given rows")
     names = output_names(plan, plan.checkpoint.weight_map)
+    rows_by_layer = row_names(plan)
     result = ProbeSelection()
     for round_widths in mode.rounds(widths):
         for r, k in round_widths.items():
@@ -107,20 +119,28 @@ def select_on_probes(
                 result.kept[r][index] = kept
                 weight, bias = output.weight[:, kept.to(output.weight.device)], output.bias
                 repaired = repair.refit(output, stats, kept)
+                activations = None
                 if repaired is not None:
-                    weight, bias = repaired
+                    weight, bias, activations = repaired.weight, repaired.bias, repaired.activations
                     weight_name, bias_name = names[index]
-                    # Held until written: in the stored dtype, not float32 (a bf16 model's halve).
-                    result.replacements[r][weight_name] = weight.to(plan.checkpoint.stored_dtype(weight_name))
+                    stored = {weight_name: weight, **{rows_by_layer[index][in_layer]: tensor
+                                                      for in_layer, tensor in repaired.rows.items()}}
                     if bias_name is not None and bias is not None:
-                        result.replacements[r][bias_name] = bias.to(plan.checkpoint.stored_dtype(bias_name))
+                        stored[bias_name] = bias
+                    # Held until written: in the stored dtype, not float32 (a bf16 model's halve).
+                    for name, tensor in stored.items():
+                        result.replacements[r][name] = tensor.to(plan.checkpoint.stored_dtype(name))
                 if mode.sequential:  # the layer the next ones see: dropped columns zero
+                    on = kept.to(output.weight.device)
                     full = torch.zeros_like(output.weight)
-                    full[:, kept.to(full.device)] = weight.to(full)
-                    change = (full, None if bias is None else bias.to(full))
+                    full[:, on] = weight.to(full)
+                    change = LayerChange(full, None if bias is None else bias.to(full))
+                    if activations is not None:
+                        change.activations = activations.new_zeros(activations.shape[0], plan.n)
+                        change.activations[:, on.to(activations.device)] = activations
             return change
 
-        statistics_pass(stream, batches, decide, mode.sequential, mode.target, progress)
+        statistics_pass(stream, batches, decide, mode.sequential, mode.target, progress, repair.needs_inputs)
         if not mode.sequential and ranker is not None:
             result.priority = priorities
     return result

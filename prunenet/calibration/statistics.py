@@ -10,6 +10,8 @@ after a layer's statistics are taken, `decide` may return new weights for its ou
 pruned and repaired layer, dropped columns zero), and the layer is run again with them, so the next
 layer sees the activations of the already-compressed layers before it. That rerun computes only the
 output matrix on its recorded input; everything before it in the layer gives what it gave (`_Upstream`).
+A repair that changes the input matrices too hands back the output matrix's new input with its weights
+(`LayerChange.activations`), computed on the FFN inputs the pass recorded for it (`LayerStats.inputs`).
 
 Against the original (a `target`): two hidden-state sets go through the decoder side by side, the
 original model's and the compressed one's, one layer's weights in memory. The statistics are taken on
@@ -41,6 +43,19 @@ class LayerStats:
     # With a target T (tokens, h) the output matrix should reproduce: A^T T (n, h) and T^T 1 (h,), float32.
     target_cross: torch.Tensor | None = None
     target_sums: torch.Tensor | None = None
+    # Where the repair asks for them: every probe token's FFN input (tokens, h), on the compressed stream.
+    inputs: torch.Tensor | None = None
+
+
+@dataclass
+class FFNModule:
+    """The module of a loaded layer whose forward is the whole FFN (LlamaMLP, PhiMLP, ...)."""
+
+    module: torch.nn.Module
+    path: str  # in the layer, e.g. "mlp"
+    row_sliced: tuple[str, ...]  # its tensors that lose rows, named in it ("gate_proj.weight", ...)
+    output: str  # its output matrix's module, named in it ("down_proj")
+    fused_gate_up: bool  # gate and up stacked in one (2n, h) matrix
 
 
 @dataclass
@@ -49,15 +64,44 @@ class OutputMatrix:
 
     weight: torch.Tensor  # (h, n)
     bias: torch.Tensor | None
+    ffn: FFNModule | None = None  # None where the family computes its FFN in the decoder layer's own forward
 
 
-# decide(layer index, its statistics, its output matrix) -> None, or (weight, bias) to run the layer with next
-Decide = Callable[[int, LayerStats, OutputMatrix], "tuple[torch.Tensor, torch.Tensor | None] | None"]
+@dataclass
+class LayerChange:
+    """What `decide` runs the layer with next: its output matrix (dropped columns zero) and bias, and, where
+    the input matrices changed too, the output matrix's new input on the probes (tokens, n)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activations: torch.Tensor | None = None
+
+
+# decide(layer index, its statistics, its output matrix) -> None, or the change to run the layer with next
+Decide = Callable[[int, LayerStats, OutputMatrix], "LayerChange | None"]
 
 
 def output_module_path(family: Family) -> str:
     """The output matrix's module, relative to a decoder layer (e.g. "mlp.down_proj", "fc2")."""
     return family.col_sliced[0].rsplit(".", 1)[0]
+
+
+def ffn_module_path(family: Family) -> str | None:
+    """The module holding the FFN's input and output matrices ("mlp"), or None where the layer itself does (OPT)."""
+    modules = {name.rsplit(".", 1)[0] for name in (*family.row_sliced, *family.col_sliced)}
+    parents = {module.rsplit(".", 1)[0] if "." in module else "" for module in modules}
+    parent = parents.pop() if len(parents) == 1 else ""
+    return parent or None
+
+
+def ffn_module(layer: torch.nn.Module, family: Family) -> FFNModule | None:
+    path = ffn_module_path(family)
+    if path is None:
+        return None
+    module = layer.get_submodule(path)
+    held = dict(module.named_parameters())
+    rows = tuple(name[len(path) + 1:] for name in family.row_sliced if name[len(path) + 1:] in held)
+    return FFNModule(module, path, rows, output_module_path(family)[len(path) + 1:], family.fused_gate_up)
 
 
 TARGETS = ("ffn", "layer")
@@ -80,11 +124,12 @@ def statistics_pass(
     sequential: bool,
     target: str | None = None,
     progress: bool = False,
+    record_inputs: bool = False,
 ) -> None:
     """Collect `LayerStats` of every layer and hand them to `decide`, layer by layer.
 
     `target` ("ffn" or "layer", see the module's text) runs the original stream beside the compressed
-    one; it implies `sequential`.
+    one; it implies `sequential`. `record_inputs`: the stats carry every probe token's FFN input too.
     """
     check_target(target, stream.family)
     sequential = sequential or target is not None
@@ -100,16 +145,23 @@ def statistics_pass(
                            torch.zeros(n, dtype=torch.float32, device=stream.device), 0)
         original: list[torch.Tensor] = []  # the target's part from the original stream
         if target == "ffn":
-            with _seeing(output, original, h, inputs=False):
+            with seeing(output, original, h, inputs=False):
                 forward(ORIGINAL)
         elif target == "layer":
             original = [out.reshape(-1, h).float() for out in forward(ORIGINAL)]
         seen: list[torch.Tensor] = []
         compressed_ffn: list[torch.Tensor] = []
+        ffn_inputs: list[torch.Tensor] = []
+        first_input = layer.get_submodule(input_matrices[0])
         upstream = _Upstream(layer, input_matrices)
-        with _seeing(output, seen, n, inputs=True), upstream.recording() if sequential else nullcontext(), \
-                _seeing(output, compressed_ffn, h, inputs=False) if target == "layer" else nullcontext():
+        with seeing(output, seen, n, inputs=True), upstream.recording() if sequential else nullcontext(), \
+                seeing(output, compressed_ffn, h, inputs=False) if target == "layer" else nullcontext(), \
+                seeing(first_input, ffn_inputs, first_input.weight.shape[1], inputs=True) if record_inputs \
+                else nullcontext():
             compressed_layer = forward(COMPRESSED)
+        if record_inputs:
+            stats.inputs = torch.cat(ffn_inputs)
+            del ffn_inputs[:]
         # One accumulation per layer over all micro-batches: each call ends with a mirror of the n x n result.
         sizes = [batch.shape[0] for batch in seen]
         activations = torch.cat(seen)
@@ -127,16 +179,19 @@ def statistics_pass(
             del wanted
         recorded = activations.split(sizes) if sequential else ()  # what the rerun feeds the output matrix
         del activations, original[:], compressed_ffn[:]
-        change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output)))
+        change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output),
+                                                   ffn_module(layer, stream.family)))
+        stats.inputs = None
         if sequential and change is not None:
-            weight, bias = change
             with torch.no_grad():
-                output.weight.copy_(weight)
-                if bias is not None:
-                    output.bias.copy_(bias)
+                output.weight.copy_(change.weight)
+                if change.bias is not None:
+                    output.bias.copy_(change.bias)
+            if change.activations is not None:  # the input matrices changed: the output matrix's input with them
+                recorded = change.activations.to(recorded[0]).split(sizes)
             with upstream.replaying(output, recorded):
                 forward(COMPRESSED)
-        del recorded, upstream
+        del recorded, upstream, change
         bar.update()
 
     input_matrices = [tensor.rsplit(".", 1)[0] for tensor in stream.family.row_sliced]
@@ -222,7 +277,7 @@ def _cloned(out):
 
 
 @contextmanager
-def _seeing(module: torch.nn.Module, into: list[torch.Tensor], width: int, inputs: bool) -> Iterator[None]:
+def seeing(module: torch.nn.Module, into: list[torch.Tensor], width: int, inputs: bool) -> Iterator[None]:
     """Append what `module` takes in (`inputs`) or gives out, as (tokens, width) rows, to `into`."""
     if inputs:
         handle = module.register_forward_pre_hook(lambda m, args: into.append(args[0].reshape(-1, width)))

@@ -20,7 +20,7 @@ import torch
 
 import prunenet_kernels as K
 
-from .base import Repair
+from .base import Refit, Repair
 
 RIDGE = 0.1
 
@@ -95,8 +95,8 @@ class LeastSquaresRepair(Repair):
 
     def refit(self, output, stats, kept):
         bias = None if output.bias is None else output.bias.cpu()
-        return refit_output(output.weight.cpu(), stats.gram.cpu(), kept, bias, stats.sums.cpu(), stats.count,
-                            _cpu(stats.target_cross), _cpu(stats.target_sums))
+        return Refit(*refit_output(output.weight.cpu(), stats.gram.cpu(), kept, bias, stats.sums.cpu(), stats.count,
+                                   _cpu(stats.target_cross), _cpu(stats.target_sums)))
 
 
 def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -14,7 +14,7 @@ from tiny_models import build_model, logits, save_model
 import prunenet
 from prunenet.calibration.driver import MODES, select_on_probes
 from prunenet.calibration.layer_stream import LayerStream
-from prunenet.calibration.statistics import statistics_pass
+from prunenet.calibration.statistics import LayerChange, statistics_pass
 from prunenet.model.families import family_for
 from prunenet.model.ffn_map import SlicePlan
 from prunenet.model.in_memory import ModelTensors, slice_in_place
@@ -45,7 +45,7 @@ def test_with_no_row_removed_the_compressed_stream_is_the_original_and_the_fit_g
         every = torch.arange(output.weight.shape[1])
         assert stats.target_cross is not None and stats.target_sums is not None
         fitted.append(refit_output(output.weight, stats.gram, every, target_cross=stats.target_cross)[0])
-        return fitted[-1], None
+        return LayerChange(fitted[-1], None)
 
     try:
         statistics_pass(stream, BATCHES, decide, sequential=True, target=target)
