@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.work is not None:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="prunenet-quality-", dir=args.work))
     rows, timings, original, corpus = [], {}, None, None
     keys = ("perplexity", "kl", "agreement", "parameters", "ffn_width")

@@ -1,6 +1,9 @@
 """The sequential pass's rerun of a layer after its output matrix changed: only what can have changed runs."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 from tiny_models import CONFIGS, build_model
@@ -24,16 +27,37 @@ def _counting_linears(model: torch.nn.Module, monkeypatch) -> list[int]:
     return calls
 
 
+@contextmanager
+def layer_inputs(stream: LayerStream) -> Iterator[list[list[torch.Tensor]]]:
+    """What every decoder layer of `stream` receives while the block runs: inputs[layer][call]."""
+    inputs: list[list[torch.Tensor]] = [[] for _ in stream.layers]
+    hooks = [layer.register_forward_pre_hook(
+        lambda m, args, kwargs, i=i: inputs[i].append((args[0] if args else kwargs["hidden_states"]).clone()),
+        with_kwargs=True) for i, layer in enumerate(stream.layers)]
+    try:
+        yield inputs
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def assert_the_pass_gave_what_the_changed_model_gives(stream: LayerStream, received: list[list[torch.Tensor]]):
+    """The pass changed the model in place: its plain forward is the reference for what each layer received."""
+    with layer_inputs(stream) as expected, torch.no_grad():
+        for tokens in BATCHES:
+            stream.base(input_ids=tokens, use_cache=False)
+    for index in range(1, len(stream.layers)):
+        # Layer i ran its batches once before its change and once again after: the first run is what it received.
+        for mine, theirs in zip(received[index][: len(BATCHES)], expected[index]):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_the_rerun_gives_the_next_layer_what_the_changed_model_gives_it(name, monkeypatch):
     model = build_model(name).eval()
     family = family_for(model.config.model_type)
     stream = LayerStream.of_model(model, family)
     generator = torch.Generator().manual_seed(7)
-    received: list[list[torch.Tensor]] = [[] for _ in stream.layers]
-    hooks = [layer.register_forward_pre_hook(
-        lambda m, args, kwargs, i=i: received[i].append((args[0] if args else kwargs["hidden_states"]).clone()),
-        with_kwargs=True) for i, layer in enumerate(stream.layers)]
 
     def decide(index, stats, output):
         # Any new output matrix: zero some columns and perturb the rest, and a new bias where there is one.
@@ -43,28 +67,11 @@ def test_the_rerun_gives_the_next_layer_what_the_changed_model_gives_it(name, mo
         return LayerChange(weight, bias)
 
     calls = _counting_linears(model, monkeypatch)
-    try:
+    with layer_inputs(stream) as received:
         statistics_pass(stream, BATCHES, decide, sequential=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
     in_pass = calls[0]
     calls[0] = 0
-    # The pass changed the model's output matrices in place: its plain forward is the reference.
-    expected: list[list[torch.Tensor]] = [[] for _ in stream.layers]
-    hooks = [layer.register_forward_pre_hook(
-        lambda m, args, kwargs, i=i: expected[i].append((args[0] if args else kwargs["hidden_states"]).clone()),
-        with_kwargs=True) for i, layer in enumerate(stream.layers)]
-    with torch.no_grad():
-        for tokens in BATCHES:
-            stream.base(input_ids=tokens, use_cache=False)
-    for hook in hooks:
-        hook.remove()
-    for index in range(1, len(stream.layers)):
-        # Layer i ran its batches once before its change and once again after: the first run is what it received.
-        got = received[index][: len(BATCHES)]
-        for mine, theirs in zip(got, expected[index]):
-            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert_the_pass_gave_what_the_changed_model_gives(stream, received)
     # Per layer and micro-batch, the rerun computes one matrix product: the output matrix's.
     assert in_pass == calls[0] + len(stream.layers) * len(BATCHES), (in_pass, calls[0])
 
@@ -75,10 +82,6 @@ def test_the_rerun_with_new_input_matrices_feeds_the_output_matrix_what_they_giv
     family = family_for(model.config.model_type)
     stream = LayerStream.of_model(model, family)
     generator = torch.Generator().manual_seed(3)
-    received: list[list[torch.Tensor]] = [[] for _ in stream.layers]
-    hooks = [layer.register_forward_pre_hook(
-        lambda m, args, kwargs, i=i: received[i].append((args[0] if args else kwargs["hidden_states"]).clone()),
-        with_kwargs=True) for i, layer in enumerate(stream.layers)]
 
     def decide(index, stats, output):
         # New input matrices, changed in place, and the output matrix's input they give on the recorded inputs.
@@ -95,20 +98,6 @@ def test_the_rerun_with_new_input_matrices_feeds_the_output_matrix_what_they_giv
         handle.remove()
         return LayerChange(output.weight.clone(), output.bias, activations=seen[0])
 
-    try:
+    with layer_inputs(stream) as received:
         statistics_pass(stream, BATCHES, decide, sequential=True, record_inputs=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    expected: list[list[torch.Tensor]] = [[] for _ in stream.layers]
-    hooks = [layer.register_forward_pre_hook(
-        lambda m, args, kwargs, i=i: expected[i].append((args[0] if args else kwargs["hidden_states"]).clone()),
-        with_kwargs=True) for i, layer in enumerate(stream.layers)]
-    with torch.no_grad():
-        for tokens in BATCHES:
-            stream.base(input_ids=tokens, use_cache=False)
-    for hook in hooks:
-        hook.remove()
-    for index in range(1, len(stream.layers)):
-        for mine, theirs in zip(received[index][: len(BATCHES)], expected[index]):
-            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert_the_pass_gave_what_the_changed_model_gives(stream, received)
