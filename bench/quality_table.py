@@ -8,8 +8,9 @@ Methods (`METHODS`): the default (activation-aware rows + least-squares repair, 
 paper's PruneNet policy (fit at --fit-ratio, sampled rows), random rows, and, on the first seed only, the
 variants that choose the defaults: one-shot statistics, no repair, OBS rows, the fits against the original
 (reconstruct, reconstruct-layer), twice the probes, the joint refinement of each FFN (refine), chat-start
-probes and probes at temperature 0.7, repair of random and of PruneNet rows, largest gate-row norm. Each method compresses every ratio in one
-`prunenet.compress` call; a seed changes the probes (self-written text), the policy and random rows.
+probes and probes at temperature 0.7, repair of random and of PruneNet rows, largest gate-row norm. Each
+method compresses every ratio in one `prunenet.compress` call; a seed changes the probes (self-written text),
+the policy and random rows.
 All models of a seed are evaluated in one `prunenet.eval.evaluate` call against the original on the first
 --tokens tokens of the default corpus (pydoc_data.topics): perplexity, mean KL(original || compressed)
 and top-1 agreement. Compressed models live in a temporary folder deleted at the end.
