@@ -27,8 +27,9 @@ from ..progress import progress_bar
 
 DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is thrown away
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
-# Sequences sampled per `generate` call. Decoding on a CPU is compute-bound: all 32 default sequences at
-# once gained only 1.08x over 16 (bench/test_bench_probes.py), and would change every cached probe set.
+# Sequences sampled per `generate` call. All 64 default sequences in one call sample 1.71x faster on a
+# 2-core CPU (1.92x with a static cache; bench/test_bench_probes.py), but consume the random stream in
+# another order: every seed's probe text, every cached probe set and the measured quality would change.
 GENERATION_BATCH = 16
 PASS_BATCH = 8  # sequences per micro-batch of the statistics pass
 QUESTION_TOKENS = 32  # at most, of the user turn a chat-start probe writes before its answer
@@ -182,8 +183,8 @@ def load_generator(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Mod
     """The whole model, to write probes with; refused in one line where it does not fit."""
     from transformers import AutoModelForCausalLM
 
-    # float32 on a CPU: sampling a bfloat16 model there ran 1.31x faster, but its probes were not shown to
-    # be as good (bench/results/probe_speed-cpu.json).
+    # float32 on a CPU: sampling a bfloat16 model there ran 1.41x (16 sequences per call) to 2.58x (all 64
+    # in one) faster, but its probes were not shown to be as good (bench/results/probe_speed-cpu.json).
     try:
         return AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=compute_dtype(device)).to(device).eval()
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
