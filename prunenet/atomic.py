@@ -94,6 +94,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def temporaries(folder: Path) -> list[Path]:
+    """The temporary siblings of atomic writes in `folder`, of any process (none if it does not exist)."""
+    if not folder.is_dir():
+        return []
+    return [entry for entry in folder.iterdir() if _TEMPORARY.match(entry.name)]
+
+
 def clean_stale(folder: Path) -> list[str]:
     """Remove the temporary siblings that dead processes of this host left in `folder`; return their names."""
     if not folder.is_dir():

@@ -11,8 +11,10 @@ compress removes its temporary folder; outputs are renamed into place only when 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
+from ..atomic import temporaries
 from ..progress import progress_bar
 from . import tasks
 from .jobs import EVAL_RECORD, SCORES, SCORES_RECORD, Job, eval_key, read_record, scores_key, scores_ready
@@ -143,8 +145,15 @@ class _Farm:
         refs = list(self.pending)
         for ref in refs:
             self.ray.cancel(ref)
-        if refs:  # cancelled tasks get a moment to remove their temporary folders
-            self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        if not refs:
+            return
+        # Cancelled tasks get a moment to remove their temporary folders. Their refs can be ready while a
+        # worker is still unwinding (a folder was seen left behind once), so the folders are waited for too.
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        folders = {model.folder(self.plan.out) for _, model, _ in self.pending.values()}
+        while any(temporaries(folder) for folder in folders) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def _score_ended(self, model: ModelSpec, job: None, value: dict | None, error: str | None) -> None:
         if error is None:
