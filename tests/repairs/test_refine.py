@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import cli_error, snapshot
 from safetensors.torch import load_file
-from tiny_models import build_model, logits, save_model
+from tiny_models import build_model, logits, save_model, tiny_tokenizer
+from transformers import AutoModelForCausalLM
 
 import prunenet
 from prunenet.calibration.driver import MODES, select_on_probes
@@ -111,3 +112,16 @@ def test_the_cli_refuses_a_bad_refine_option_in_one_line_before_any_work(tmp_pat
 
 def test_the_defaults_are_the_documented_ones():
     assert RefineOptions() == RefineOptions(epochs=4, lr=3e-4, batch_tokens=512)
+
+
+@pytest.mark.parametrize("name", ["llama", "phi3"])
+def test_prune_in_memory_refines_as_compress_does(name, tmp_path):
+    options = dict(repair="refine", refine_epochs=2, refine_lr=3e-3, refine_batch_tokens=32, probe_tokens=512,
+                   probe_length=32, progress=False)
+    src = save_model(build_model(name), tmp_path / "src")
+    prunenet.compress(src, tmp_path / "out", ratio=0.5, **options)
+    model = AutoModelForCausalLM.from_pretrained(src).eval()
+    prunenet.prune_(model, 0.5, tokenizer=tiny_tokenizer(), **options)
+    written = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    for tensor, value in model.state_dict().items():
+        torch.testing.assert_close(value, written[tensor], rtol=1e-4, atol=1e-5, msg=tensor)
