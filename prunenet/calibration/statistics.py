@@ -64,7 +64,8 @@ class OutputMatrix:
 
     weight: torch.Tensor  # (h, n)
     bias: torch.Tensor | None
-    ffn: FFNModule | None = None  # None where the family computes its FFN in the decoder layer's own forward
+    # Given with the recorded inputs; None where the family computes its FFN in the decoder layer's own forward.
+    ffn: FFNModule | None = None
 
 
 @dataclass
@@ -180,7 +181,7 @@ def statistics_pass(
         recorded = activations.split(sizes) if sequential else ()  # what the rerun feeds the output matrix
         del activations, original[:], compressed_ffn[:]
         change = decide(index, stats, OutputMatrix(output.weight.detach(), _bias(output),
-                                                   ffn_module(layer, stream.family)))
+                                                   ffn_module(layer, stream.family) if record_inputs else None))
         stats.inputs = None
         if sequential and change is not None:
             with torch.no_grad():

@@ -70,11 +70,13 @@ def refine_ffn(output, stats, kept: torch.Tensor, options: RefineOptions) -> Ref
     def run(tensors: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
         return functional_call(ffn.module, {**original, **tensors}, (batch,))
 
-    with torch.no_grad():
-        target = torch.cat([run({}, chunk) for chunk in x.split(CHUNK)])
+    with torch.no_grad():  # the unpruned FFN's output; on the held-out tokens, its activations seen on the way
+        target_parts = [run({}, chunk) for chunk in x[:-held].split(CHUNK)]
         held_activations: list[torch.Tensor] = []
         with seeing(output_module, held_activations, output.weight.shape[1], inputs=True):
-            run({}, x[-held:])
+            target_parts += [run({}, chunk) for chunk in x[-held:].split(CHUNK)]
+        target = torch.cat(target_parts)
+        del target_parts
     # Least squares without the held-out tokens: their part of the statistics taken away again.
     a = torch.cat(held_activations).float()
     bias = None if output.bias is None else output.bias.cpu()
