@@ -142,6 +142,10 @@ class ProbeConfig(Config):
                "turn: the model writes a question, then its own answer)", keyword="probe_start")
     temperature: float = option(1.0, "sampling temperature of self-written probes (below 1: likelier, less "
                                      "varied text)", keyword="probe_temperature")
+    dtype: Literal["auto", "float32", "bfloat16"] = option(
+        "auto", "dtype the probe writer samples in, where prunenet loads it: auto (bfloat16, on a CPU too), "
+                "bfloat16 or float32 (a model already in memory samples in its own dtype under auto, else in a "
+                "converted copy)", keyword="probe_dtype")
     model: str | None = option(None, "self probes written by this model instead (a folder, alias or Hub id "
                                      "sharing the tokenizer, e.g. a smaller model of the family: generation "
                                      "needs the whole writer in memory)", keyword="probe_model")

@@ -12,8 +12,9 @@ import torch
 
 from prunenet.cli import main
 
-# A small probe budget for the tests that compress on activations.
-PROBES = dict(probe_tokens=256, probe_length=32)
+# A small probe budget for the tests that compress on activations; written in float32, the dtype a loaded
+# tiny model samples in itself, so that `compress` and `prune_` of the same model write the same probes.
+PROBES = dict(probe_tokens=256, probe_length=32, probe_dtype="float32")
 
 
 def read_json(path: Path) -> dict:

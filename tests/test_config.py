@@ -67,6 +67,7 @@ def test_an_option_of_a_selector_not_in_use_is_refused(option, value):
     ({"probe_length": 1}, ValueError, "length 1"),
     ({"probe_temperature": 0.0}, ValueError, "temperature 0.0"),
     ({"probe_temperature": float("nan")}, ValueError, "temperature nan"),
+    ({"probe_dtype": "float16"}, ValueError, "'float16'"),
     ({"probes": "/no/such/file.txt"}, ValueError, "/no/such/file.txt"),
     ({"align": 0}, ValueError, "align=0"),
     ({"selector": "prunenet", "episodes": 0}, ValueError, "episodes=0"),

@@ -10,6 +10,7 @@ fingerprint and the options, so later runs skip generation.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -20,17 +21,18 @@ import torch
 
 from ..atomic import atomic_write
 from ..config import DEFAULT_PROBE_LENGTH, SELF, ProbeConfig
-from ..devices import compute_dtype
 from ..model import resolve_model
 from ..model.checkpoint import CONFIG, Checkpoint
 from ..progress import progress_bar
 
 DEGENERATE_SHARE = 0.1  # distinct tokens / length below which a sampled sequence is thrown away
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
-# Sequences sampled per `generate` call. All 64 default sequences in one call sample 1.71x faster on a
-# 2-core CPU (1.92x with a static cache; bench/test_bench_probes.py), but consume the random stream in
-# another order: every seed's probe text, every cached probe set and the measured quality would change.
-GENERATION_BATCH = 16
+# Sequences per `generate` call: as many as this many bytes of KV cache hold (all 64 of the default budget
+# on the embedded model). One call of 64 with transformers' static cache writes 1.6-1.9x the tokens/s of
+# the 16 per call with a dynamic cache that probes were written with until now (bench/test_bench_probes.py).
+KV_CACHE_BUDGET = 2 * 2**30
+# In the cache key: probes written 16 per call (the sampler before) are other text for the same seed.
+SAMPLER = "kv-budget-static"
 PASS_BATCH = 8  # sequences per micro-batch of the statistics pass
 QUESTION_TOKENS = 32  # at most, of the user turn a chat-start probe writes before its answer
 _KEYED_AWAY_FROM_DEFAULT = {"temperature": 1.0, "start": "bos"}  # in a cache key only when not at these
@@ -46,6 +48,7 @@ class ProbePlan:
     seed: int
     temperature: float = 1.0
     start: str = "bos"
+    dtype: str = "auto"
 
     @property
     def sequences(self) -> int:
@@ -65,7 +68,7 @@ def plan_probes(config: ProbeConfig, seed: int, model_config: dict) -> ProbePlan
         room = "" if config.start != "chat" else f" (less {QUESTION_TOKENS} for chat-start questions)"
         raise ValueError(f"probe length {length} exceeds the model's context of {context} tokens{room}")
     replace(config, length=length).validate()
-    return ProbePlan(config.source, config.tokens, length, seed, config.temperature, config.start)
+    return ProbePlan(config.source, config.tokens, length, seed, config.temperature, config.start, config.dtype)
 
 
 @dataclass
@@ -134,7 +137,8 @@ def get_probes(
         tokens = tokens_from_file(Path(options.source), tokenizer, options)
         return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
     writer = checkpoint if config.model is None else probe_writer(config, tokenizer, progress)
-    key = {**asdict(options), "model": fingerprint(checkpoint), "degenerate_share": DEGENERATE_SHARE}
+    key = {**asdict(options), "model": fingerprint(checkpoint), "degenerate_share": DEGENERATE_SHARE,
+           "sampler": SAMPLER, "dtype": _name(writer_dtype(options.dtype))}
     for name, default in _KEYED_AWAY_FROM_DEFAULT.items():  # so probes cached before these options stay valid
         if key[name] == default:
             del key[name]
@@ -146,7 +150,8 @@ def get_probes(
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return Probes(saved["tokens"].long(), {**json.loads(saved["info"]), "cached": True})
-    probes = _written(load_generator(writer, device), tokenizer, options, progress, config.model)
+    generator = load_generator(writer, device, writer_dtype(options.dtype))
+    probes = _written(generator, tokenizer, options, progress, config.model)
     tokens = probes.tokens
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, True, lambda tmp: torch.save(
@@ -165,9 +170,13 @@ def probes_of_model(model: torch.nn.Module, tokenizer, config: ProbeConfig, seed
         tokens = tokens_from_file(Path(options.source), tokenizer, options)
         return Probes(tokens, _info(options, tokens, cached=False, seconds=0.0))
     if config.model is not None:
-        generator = load_generator(probe_writer(config, tokenizer, progress), next(model.parameters()).device)
+        generator = load_generator(probe_writer(config, tokenizer, progress), next(model.parameters()).device,
+                                   writer_dtype(options.dtype))
         return _written(generator, tokenizer, options, progress, config.model)
-    return _written(model, tokenizer, options, progress)
+    if options.dtype in ("auto", _name(next(model.parameters()).dtype)):
+        return _written(model, tokenizer, options, progress)
+    # Asked for another dtype than the model's: sample from a converted copy, the model itself left untouched.
+    return _written(copy.deepcopy(model).to(writer_dtype(options.dtype)), tokenizer, options, progress)
 
 
 def _written(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool,
@@ -175,21 +184,47 @@ def _written(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
     """Probes `model` writes now; `writer` names it in their info when it is not the model they calibrate."""
     start = time.perf_counter()
     tokens = generate(model, tokenizer, options, progress)
-    info = _info(options, tokens, cached=False, seconds=time.perf_counter() - start)
+    info = {**_info(options, tokens, cached=False, seconds=time.perf_counter() - start),
+            "dtype": _name(next(model.parameters()).dtype)}
     return Probes(tokens, info if writer is None else {**info, "writer": str(writer)})
 
 
-def load_generator(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:
+def writer_dtype(name: str) -> torch.dtype:
+    """The dtype probes are sampled in: `name`, or for auto bfloat16.
+
+    Sampling is the one phase that reads the model in bfloat16 on a CPU as well: a 2-core CPU writes with it
+    2.4x the tokens/s of float32 16 per call, and 1.4x that of float32 at the same batch and cache
+    (bench/test_bench_probes.py), and on three seeds the models compressed from its probes were as good
+    (pydoc PPL and KL against the original at 0.2 and 0.3 within the seed spread, medians a little lower).
+    The checkpoints it reads are mostly bfloat16 already (the embedded model's cache is)."""
+    return torch.bfloat16 if name == "auto" else getattr(torch, name)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def load_generator(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """The whole model, to write probes with; refused in one line where it does not fit."""
     from transformers import AutoModelForCausalLM
 
-    # float32 on a CPU: sampling a bfloat16 model there ran 1.41x (16 sequences per call) to 2.58x (all 64
-    # in one) faster, but its probes were not shown to be as good (bench/results/probe_speed-cpu.json).
     try:
-        return AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=compute_dtype(device)).to(device).eval()
+        return AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=dtype).to(device).eval()
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         raise ValueError(f"probe generation needs the whole model on {device} and it does not fit ({exc}); "
                          "pass a text file with --probes FILE") from None
+
+
+def sequences_per_call(model: torch.nn.Module, length: int, budget: int = KV_CACHE_BUDGET) -> int:
+    """How many sequences of `length` tokens fit `budget` bytes of KV cache (at least 1): keys and values of
+    every layer in the model's dtype, with grouped-query heads where the config names them."""
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    kv_heads = next((getattr(config, key) for key in ("num_key_value_heads", "num_kv_heads")
+                     if getattr(config, key, None)), heads)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    per_sequence = 2 * config.num_hidden_layers * kv_heads * head_dim * length * next(model.parameters()).element_size()
+    return max(1, budget // per_sequence)
 
 
 def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float) -> dict:
@@ -204,12 +239,15 @@ def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float
 
 
 def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bool = False,
-             batch: int = GENERATION_BATCH, cache: str | None = None) -> torch.Tensor:
-    """Sample `options.sequences` sequences of `options.length` tokens from the model itself, `batch` at a
-    time; `cache` is transformers' `cache_implementation` (None: its dynamic KV cache)."""
+             batch: int | None = None, cache: str | None = "static") -> torch.Tensor:
+    """Sample `options.sequences` sequences of `options.length` tokens from the model itself, `batch` per call
+    (None: as many as KV_CACHE_BUDGET holds); `cache` is transformers' `cache_implementation` (None: its
+    dynamic KV cache)."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     device = next(model.parameters()).device
+    prompt = QUESTION_TOKENS + len(chat_turn(tokenizer)[0]) if options.start == "chat" else 0
+    batch = batch or sequences_per_call(model, prompt + options.length)
     bar = progress_bar(total=options.sequences * options.length, desc="probes: the model writes its own text",
                        unit="tok", disable=not progress)
 

@@ -43,6 +43,29 @@ def test_a_lower_temperature_writes_likelier_probes_cached_apart(tmp_path):
                       cpu).info["cached"]
 
 
+def test_probes_are_written_in_bfloat16_unless_asked_and_cached_apart(tmp_path, monkeypatch):
+    src = save_model(build_model("llama"), tmp_path / "src")
+    checkpoint, cpu = Checkpoint(src), torch.device("cpu")
+    loaded, load = [], probes_module.load_generator
+    monkeypatch.setattr(probes_module, "load_generator", lambda *a: loaded.append(load(*a)) or loaded[-1])
+    plain = get_probes(checkpoint, ProbeConfig(tokens=96, length=24), 0, tmp_path / "c", cpu)
+    full = get_probes(checkpoint, ProbeConfig(tokens=96, length=24, dtype="float32"), 0, tmp_path / "c", cpu)
+    assert [next(m.parameters()).dtype for m in loaded] == [torch.bfloat16, torch.float32]  # on a CPU too
+    assert (plain.info["dtype"], full.info["dtype"]) == ("bfloat16", "float32")
+    assert not full.info["cached"] and full.tokens.shape == (4, 24)
+    # auto is bfloat16: the same probes as asking for it.
+    again = get_probes(checkpoint, ProbeConfig(tokens=96, length=24, dtype="bfloat16"), 0, tmp_path / "c", cpu)
+    assert again.info["cached"] and torch.equal(again.tokens, plain.tokens)
+
+
+@pytest.mark.parametrize("family, length, expected", [("llama", 100, 2 * 3 * 1 * 12 * 100 * 4),
+                                                       ("opt", 50, 2 * 3 * 2 * 12 * 50 * 4)])
+def test_sequences_per_call_fill_the_kv_budget(family, length, expected):
+    model = build_model(family)  # llama: 3 layers, 1 KV head of 12; opt: 2 heads of 12; float32
+    assert probes_module.sequences_per_call(model, length, budget=10 * expected) == 10
+    assert probes_module.sequences_per_call(model, length, budget=expected - 1) == 1
+
+
 def test_chat_start_probes_are_a_question_the_model_asks_then_its_answer(tmp_path, monkeypatch):
     monkeypatch.setattr(probes_module, "QUESTION_TOKENS", 8)  # room for the answer in the tiny model's context
     tokenizer = tiny_tokenizer()

@@ -117,7 +117,7 @@ def test_the_defaults_are_the_documented_ones():
 @pytest.mark.parametrize("name", ["llama", "phi3"])
 def test_prune_in_memory_refines_as_compress_does(name, tmp_path):
     options = dict(repair="refine", refine_epochs=2, refine_lr=3e-3, refine_batch_tokens=32, probe_tokens=512,
-                   probe_length=32, progress=False)
+                   probe_length=32, probe_dtype="float32", progress=False)
     src = save_model(build_model(name), tmp_path / "src")
     prunenet.compress(src, tmp_path / "out", ratio=0.5, **options)
     model = AutoModelForCausalLM.from_pretrained(src).eval()
