@@ -246,7 +246,14 @@ def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     device = next(model.parameters()).device
-    prompt = QUESTION_TOKENS + len(chat_turn(tokenizer)[0]) if options.start == "chat" else 0
+    if options.start == "chat":
+        before, between = chat_turn(tokenizer)
+    else:
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            special = set(tokenizer.all_special_ids)
+            ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    prompt = QUESTION_TOKENS + len(before) if options.start == "chat" else 0
     batch = batch or sequences_per_call(model, prompt + options.length)
     bar = progress_bar(total=options.sequences * options.length, desc="probes: the model writes its own text",
                        unit="tok", disable=not progress)
@@ -259,13 +266,6 @@ def generate(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
     generator = torch.Generator().manual_seed(options.seed)
     sampling = dict(do_sample=True, temperature=options.temperature, top_k=0, top_p=1.0,
                     pad_token_id=tokenizer.pad_token_id or 0, **({"cache_implementation": cache} if cache else {}))
-    if options.start == "chat":
-        before, between = chat_turn(tokenizer)
-    else:
-        bos = tokenizer.bos_token_id
-        if bos is None:
-            special = set(tokenizer.all_special_ids)
-            ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
 
     def first_tokens(size: int) -> list[list[int]]:
         if bos is not None:
