@@ -2,14 +2,17 @@
 checkpoint at r = 0.3, timed per phase, with its peak RSS against the streaming bound.
 
     python bench/llama7b_shaped.py --scratch /tmp/llama7b            # writes ~13.5 GB there, then compresses
+    python bench/llama7b_shaped.py --scratch /tmp/llama7b --reuse --measure probes   # the model writes its probes
 
 The checkpoint: 32 layers, hidden 4096, FFN 11008, 32 heads, bf16, safetensors shards of about 5 GB, random
 weights with a trained model's scale (normal, std 0.02; norms at 1), and the embedded model's tokenizer
 (vocabulary 49152 where LLaMA-2 has 32000). It is written tensor by tensor, never held whole. The probes are
-4096 tokens of CPython's own documentation read from a file (self-written probes would need the whole 7B model
-in memory to generate; their cost is given as arithmetic from the embedded model's measured rate). The
-command runs under `/usr/bin/time -v` when it is there, else the report's `peak_rss_mb` is used. Results go to
-bench/results/llama7b_shaped-cpu.json and .md.
+4096 tokens of CPython's own documentation read from a file. The command runs under `/usr/bin/time -v` when it
+is there, else the report's `peak_rss_mb` is used. Results go to bench/results/llama7b_shaped-cpu.json and .md.
+
+`--measure probes` times the other phase instead: the 7B-shaped model writing its own 4096 probe tokens, as the
+default command does without `--probes` (the whole model in memory, bfloat16, one `generate` call), in a child
+process with a cache of its own (cold) under `/usr/bin/time -v`; results in bench/results/llama7b_probes-cpu.json.
 """
 from __future__ import annotations
 
@@ -118,6 +121,35 @@ def compress(checkpoint: Path, scratch: Path, threads: int) -> dict:
             "peak_rss_mb": round(peak), "outputs": result["outputs"], "probes": result["probes"]}
 
 
+def write_own_probes(checkpoint: Path, cache: Path) -> None:
+    """In the timed child: the probes of the default command (self-written, 4096 tokens), printed as JSON."""
+    from prunenet.calibration.probes import get_probes
+    from prunenet.config import ProbeConfig
+    from prunenet.model.checkpoint import Checkpoint
+
+    probes = get_probes(Checkpoint(checkpoint), ProbeConfig(tokens=PROBE_TOKENS), 0, cache, torch.device("cpu"),
+                        progress=True)
+    print(json.dumps(probes.info))
+
+
+def time_own_probes(checkpoint: Path, scratch: Path, threads: int) -> dict:
+    cache = scratch / "probe-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    command = [sys.executable, __file__, "--scratch", str(scratch), "--child-probes"]
+    timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    done = subprocess.run(timer + command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"probe writing failed:\n{done.stderr[-4000:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    peak = next((round(int(line.split(":")[1]) / 1024) for line in done.stderr.splitlines()
+                 if "Maximum resident set size" in line), None)
+    return {"wall_s": round(wall, 1), "probes": info, "tokens_per_s": round(info["tokens"] / info["seconds"], 2),
+            "peak_rss_mb": peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scratch", type=Path, required=True, help="a folder outside the repository (~25 GB free)")
@@ -125,9 +157,15 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep a checkpoint already written there")
     parser.add_argument("--layers", type=int, default=SHAPE["num_hidden_layers"],
                         help="fewer layers for a rehearsal of the script (default 32: the real shape)")
+    parser.add_argument("--measure", choices=("compress", "probes"), default="compress",
+                        help="compress: the whole default command with probes from a file (default); probes: the "
+                             "model writing its own probes, alone")
+    parser.add_argument("--child-probes", action="store_true", help=argparse.SUPPRESS)  # the timed child
     args = parser.parse_args()
     shape = {**SHAPE, "num_hidden_layers": args.layers}
     checkpoint = args.scratch / "llama7b-shaped"
+    if args.child_probes:
+        return write_own_probes(checkpoint, args.scratch / "probe-cache")
     start = time.perf_counter()
     if not (args.reuse and (checkpoint / INDEX).is_file()):
         shutil.rmtree(checkpoint, ignore_errors=True)
@@ -135,7 +173,7 @@ def main() -> None:
     written_s = time.perf_counter() - start
     size_gb = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors")) / 2**30
     load_before = os.getloadavg()
-    run = compress(checkpoint, args.scratch, args.threads)
+    run = (compress if args.measure == "compress" else time_own_probes)(checkpoint, args.scratch, args.threads)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "layers": args.layers, "threads": args.threads,
@@ -147,6 +185,10 @@ def main() -> None:
         print(json.dumps(result, indent=2))  # a rehearsal: nothing recorded
         return
     RESULTS.mkdir(exist_ok=True)
+    if args.measure == "probes":
+        (RESULTS / "llama7b_probes-cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     (RESULTS / "llama7b_shaped-cpu.json").write_text(json.dumps(result, indent=2) + "\n")
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in run["timings_s"].items())
     (RESULTS / "llama7b_shaped-cpu.md").write_text(

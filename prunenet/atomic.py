@@ -84,7 +84,15 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         pass
-    return True
+    # A killed process whose parent has not reaped it yet (a zombie) still answers signal 0, but writes
+    # nothing more. Orphans wait for that where the container's init does not reap them.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # ended in between; or no /proc (not Linux), where signal 0 is all there is
+        return not Path("/proc/self").is_dir()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:].split(" ", 1)[0] != "Z"
 
 
 def _remove(path: Path) -> None:

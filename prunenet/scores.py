@@ -45,6 +45,18 @@ class StoredScores:
         save_file(tensors, str(path), metadata=metadata)
 
 
+def stored_probe_info(path: str | os.PathLike) -> dict | None:
+    """The info of the probes a scores file ranked on, from its header alone; None for a file without probes,
+    a policy, or one that cannot be read."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        info = json.loads(metadata.get("probes", "null")) if metadata.get("kind") == KIND else None
+    except Exception:  # safetensors raises its own error type for every kind of damage
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def load_scores(path: str | os.PathLike, selector: str) -> StoredScores:
     """The ranking a scores file holds for `selector`."""
     if not Path(path).is_file():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +27,13 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every entry under `folder`, links not followed: relative path -> (size, mtime in ns). Two equal
     snapshots mean nothing was written, moved, removed or rewritten."""
     return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just ended (of this host: stale temporaries carry it)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
 
 
 def leftovers(parent: Path) -> list[str]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_error, leftovers
+from helpers import cli_error, dead_pid, leftovers
 from tiny_models import SECOND_SHARD as SHARD
 from tiny_models import build_model, corpus_tokenizer, save_model, save_tiny_llama
 
@@ -190,14 +190,8 @@ def test_same_command_twice_gives_byte_identical_outputs(src, tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Stale temporary siblings: only those of dead processes of this host are removed
 
-def _dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
 def test_clean_stale_removes_only_dead_processes_of_this_host(tmp_path):
-    host, dead = socket.gethostname(), _dead_pid()
+    host, dead = socket.gethostname(), dead_pid()
     entries = {
         f".out.partial-{host}-{dead}": "dead: removed",
         f".r.json.partial-{host}-{dead}": "dead: removed",
@@ -214,8 +208,24 @@ def test_clean_stale_removes_only_dead_processes_of_this_host(tmp_path):
         name for name, fate in entries.items() if fate.endswith("kept"))
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told apart through /proc")
+def test_clean_stale_counts_a_killed_process_not_yet_reaped_as_dead(tmp_path):
+    """A killed process keeps its pid as a zombie until its parent reaps it (orphans wait on an init that
+    may never); it writes nothing more, so its temporaries go."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        (tmp_path / f".out.partial-{socket.gethostname()}-{process.pid}").mkdir()
+        assert clean_stale(tmp_path) == [f".out.partial-{socket.gethostname()}-{process.pid}"]
+    finally:
+        process.wait()
+
+
 def test_clean_stale_puts_back_an_output_caught_between_the_renames(tmp_path):
-    host, dead = socket.gethostname(), _dead_pid()
+    host, dead = socket.gethostname(), dead_pid()
     (tmp_path / f".out.old-{host}-{dead}").mkdir()
     (tmp_path / f".out.old-{host}-{dead}" / "previous.txt").write_text("x")
     (tmp_path / f".out.partial-{host}-{dead}").mkdir()

@@ -31,7 +31,8 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 # on the embedded model). One call of 64 with transformers' static cache writes 1.6-1.9x the tokens/s of
 # the 16 per call with a dynamic cache that probes were written with until now (bench/test_bench_probes.py).
 KV_CACHE_BUDGET = 2 * 2**30
-# In the cache key: probes written 16 per call (the sampler before) are other text for the same seed.
+# In the cache key and the probes' info: probes written 16 per call (the sampler before) are other text for
+# the same seed, so an output made from them is not what the same options give now.
 SAMPLER = "kv-budget-static"
 PASS_BATCH = 8  # sequences per micro-batch of the statistics pass
 QUESTION_TOKENS = 32  # at most, of the user turn a chat-start probe writes before its answer
@@ -148,8 +149,8 @@ def get_probes(
         key["chat_turn"] = chat_turn(tokenizer)
     path = cache / "probes" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.pt"
     if path.is_file():
-        saved = torch.load(path, weights_only=True)
-        return Probes(saved["tokens"].long(), {**json.loads(saved["info"]), "cached": True})
+        saved = torch.load(path, weights_only=True)  # the key names the sampler, so its info may too
+        return Probes(saved["tokens"].long(), {**json.loads(saved["info"]), "sampler": SAMPLER, "cached": True})
     generator = load_generator(writer, device, writer_dtype(options.dtype))
     probes = _written(generator, tokenizer, options, progress, config.model)
     tokens = probes.tokens
@@ -187,6 +188,11 @@ def _written(model: torch.nn.Module, tokenizer, options: ProbePlan, progress: bo
     info = {**_info(options, tokens, cached=False, seconds=time.perf_counter() - start),
             "dtype": _name(next(model.parameters()).dtype)}
     return Probes(tokens, info if writer is None else {**info, "writer": str(writer)})
+
+
+def from_current_sampler(info: dict | None) -> bool:
+    """False for the info of self-written probes of an earlier sampler (other text for the same options)."""
+    return info is None or info.get("source") != SELF or info.get("sampler") == SAMPLER
 
 
 def writer_dtype(name: str) -> torch.dtype:
@@ -232,7 +238,8 @@ def _info(options: ProbePlan, tokens: torch.Tensor, cached: bool, seconds: float
     return {
         "source": options.source, "sequences": tokens.shape[0], "length": tokens.shape[1],
         "tokens": tokens.numel(), "seed": options.seed,
-        **({"temperature": options.temperature, "start": options.start} if options.source == SELF else {}),
+        **({"temperature": options.temperature, "start": options.start, "sampler": SAMPLER}
+           if options.source == SELF else {}),
         "distinct_share_mean": round(share.mean().item(), 4), "distinct_share_min": round(share.min().item(), 4),
         "seconds": round(seconds, 2), "cached": cached,
     }

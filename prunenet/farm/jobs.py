@@ -12,8 +12,9 @@ Layout under the plan's output root, per model:
 
 A job is done when its folder holds prunenet.json (of the same ratio or KL bound, and selector) and a
 farm-job.json whose key equals the job's: the same model fingerprint, ratio or bound, and selection options.
-Anything else is redone, and an existing folder is then overwritten (compress writes atomically: the old
-output stays whole until the new one replaces it).
+Outputs and scores made from self-written probes of an earlier sampler (other text for the same options and
+seed, as their probe info says) are not done either. Anything else is redone, and an existing folder is then
+overwritten (compress writes atomically: the old output stays whole until the new one replaces it).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write
+from ..calibration.probes import from_current_sampler
+from ..scores import stored_probe_info
 from ..writer import PROVENANCE
 from .plan import ModelSpec, Plan
 
@@ -107,7 +110,8 @@ def _state(out: Path, key: dict, target: dict, selector: str | None) -> tuple[st
         made = (provenance.get("max_kl") or {}).get("max_kl") == target["max_kl"]
     else:
         made = provenance.get("ratio") == target["ratio"]
-    made_as_asked = made and provenance.get("selector") in (selector, None)
+    made_as_asked = (made and provenance.get("selector") in (selector, None)
+                     and from_current_sampler(provenance.get("probes")))
     if record.get("key") != key or not made_as_asked:
         return "changed", None
     return "done", record.get("result")
@@ -117,7 +121,8 @@ def scores_ready(plan: Plan, model: ModelSpec) -> bool:
     """The model's scores file exists and was written for the same fingerprint and options."""
     folder = model.folder(plan.out)
     record = read_record(folder / SCORES_RECORD)
-    return (folder / SCORES).is_file() and record is not None and record.get("key") == scores_key(model, plan)
+    return ((folder / SCORES).is_file() and record is not None and record.get("key") == scores_key(model, plan)
+            and from_current_sampler(stored_probe_info(folder / SCORES)))
 
 
 def eval_key(plan: Plan, model: ModelSpec, jobs: list[Job]) -> dict:

@@ -7,12 +7,19 @@ its result says which node ran it and after how many retries. An exception is no
 (`retry_exceptions=False`): it fails the task, and through the dependency the model's other jobs, and
 is reported with its one-line message. Ctrl-C cancels everything still queued or running (a cancelled
 compress removes its temporary folder; outputs are renamed into place only when complete).
+
+A killed attempt leaves its half-written temporary folder beside the output. The retry removes it when it
+starts if the attempt ran on the same host and its process has ended, but a worker outlives its killed raylet
+by about a second, and an attempt on another host is never this host's to judge. So when the graph has ended,
+one task on every live host removes what dead processes of that host left in the model folders
+(`Outcome.temporaries`: what was removed, and what is still there).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..atomic import temporaries
 from ..progress import progress_bar
@@ -33,6 +40,7 @@ class Outcome:
     scores: dict[str, dict] = field(default_factory=dict)
     evals: dict[str, dict] = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
+    temporaries: dict = field(default_factory=dict)  # {"removed": [...], "left": [...]}: paths
 
 
 def connect(address: str | None, cpus: int | None, gpus: int | None) -> bool:
@@ -98,6 +106,7 @@ class _Farm:
         self.score_fn = ray.remote(**remote)(tasks.score_task)
         self.slice_fn = ray.remote(**remote)(tasks.slice_task)
         self.eval_fn = ray.remote(**remote)(tasks.eval_task)
+        self.sweep_fn = ray.remote(num_cpus=0, max_retries=0)(tasks.sweep_task)
         self.jobs = jobs
         self.open = {m.name: [j for j in jobs if j.model == m and not j.done] for m in plan.models}
         self.pending: dict = {}
@@ -140,6 +149,28 @@ class _Farm:
             except self.ray.exceptions.RayError as exc:
                 value, error = None, error_line(exc)
             getattr(self, f"_{kind}_ended")(model, job, value, error)
+
+    def sweep(self) -> None:
+        """Every live host removes the temporaries its dead processes left in the plan's model folders."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        folders = sorted(str(model.folder(self.plan.out)) for model in self.plan.models)
+        hosts = {node["NodeManagerHostname"]: node["NodeID"] for node in self.ray.nodes() if node["Alive"]}
+        refs = [self.sweep_fn.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+                .remote(folders) for node_id in hosts.values()]
+        removed = []
+        for ref in refs:
+            try:
+                removed += self.ray.get(ref)
+            except self.ray.exceptions.RayError:  # the node died since: its leftovers are reported as left
+                pass
+        left = [str(path) for folder in folders for path in temporaries(Path(folder))]
+        self.outcome.temporaries = {"removed": sorted(removed), "left": sorted(left)}
+        if removed:
+            self.say(f"removed {len(removed)} temporary output{'s' if len(removed) > 1 else ''} of killed attempts")
+        if left:
+            self.say(f"left {len(left)} temporary output{'s' if len(left) > 1 else ''} of processes that may be "
+                     f"running, or of hosts no longer in the cluster: {', '.join(left)}")
 
     def cancel(self) -> None:
         refs = list(self.pending)
@@ -218,6 +249,7 @@ def run(plan: Plan, jobs: list[Job], *, address: str | None = None, cpus: int | 
         try:
             farm.submit()
             farm.follow()
+            farm.sweep()
         except KeyboardInterrupt:
             farm.cancel()
             raise

@@ -5,7 +5,8 @@ output, FFN width and parameters before/after, seconds (the model's scoring, sha
 compress's phases; task_s: the slicing task's wall time), node and retries (the Ray node that ran the slicing
 task and how many times Ray retried it after its worker or node died; for a skipped job, those of the run that
 made it), and with `eval` perplexity, KL(original || compressed) and top-1 agreement. `resources`: the
-cluster's CPUs, GPUs, memory and live nodes when the farm started.
+cluster's CPUs, GPUs, memory and live nodes when the farm started. `temporaries`: the half-written folders of
+killed attempts removed at the end, and any still there (of a live process, or of a host that left).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def summary(plan: Plan, jobs: list[Job], outcome: Outcome, wall_s: float) -> dic
               for m in plan.models}
     report = _summary(plan, rows, models, dry_run=False)
     report["resources"] = outcome.resources
+    report["temporaries"] = outcome.temporaries
     report["wall_s"] = round(wall_s, 3)
     return report
 

@@ -1,4 +1,5 @@
-"""What runs inside a Ray worker: scoring a model, slicing it at one ratio, evaluating its outputs.
+"""What runs inside a Ray worker: scoring a model, slicing it at one ratio, evaluating its outputs, and at the
+end, once per host, removing what killed attempts left.
 
 Plain functions (the runner wraps them with `ray.remote`), so that they import without Ray. Each sets torch's
 thread count first: Ray sets OMP_NUM_THREADS only when it starts a worker, and reuses workers across tasks.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..atomic import clean_stale
 from .jobs import JOB_RECORD, SCORES_RECORD, write_record
 
 
@@ -91,3 +93,10 @@ def eval_task(source: str, outputs: list[str], options: dict, key: dict, record:
     }
     write_record(Path(record), key, result)
     return result
+
+
+def sweep_task(folders: list[str]) -> list[str]:
+    """The temporary folders and files that dead processes of this host left in `folders`, removed; their paths.
+
+    Only the host that ran a process can tell that it is dead, so the driver runs this once on every host."""
+    return [str(Path(folder) / name) for folder in folders for name in clean_stale(Path(folder))]

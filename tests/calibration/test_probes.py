@@ -10,7 +10,7 @@ from helpers import cli_error, snapshot
 from tiny_models import build_model, corpus_tokenizer, save_model, tiny_tokenizer
 
 from prunenet.calibration import probes as probes_module
-from prunenet.calibration.probes import ProbePlan, get_probes, tokens_from_file
+from prunenet.calibration.probes import ProbePlan, from_current_sampler, get_probes, tokens_from_file
 from prunenet.cli import main
 from prunenet.config import ProbeConfig
 from prunenet.model.checkpoint import Checkpoint
@@ -29,6 +29,9 @@ def test_self_probes_are_seeded_cached_and_full_length(tmp_path):
     assert torch.equal(first.tokens, again.tokens) and not torch.equal(first.tokens, other.tokens)
     assert (first.tokens[:, 0] == tiny_tokenizer().bos_token_id).all()  # from BOS; the model picks the rest
     assert 0 < first.info["distinct_share_mean"] <= 1
+    # Their info names the sampler, read from the cache as well (entries written before it was named too).
+    assert first.info["sampler"] == again.info["sampler"] == probes_module.SAMPLER
+    assert from_current_sampler(first.info) and not from_current_sampler({**first.info, "sampler": "older"})
 
 
 def test_a_lower_temperature_writes_likelier_probes_cached_apart(tmp_path):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli_error, leftovers, read_json, snapshot
+from helpers import cli_error, dead_pid, leftovers, read_json, snapshot
 from tiny_models import FFN, VOCAB, build_model, corpus_tokenizer, save_model
 
 import prunenet
@@ -167,6 +168,59 @@ def test_killed_worker_is_retried(ray_session, markers, tmp_path):
     folder = Path(report["jobs"][0]["output"])
     assert read_json(folder / "config.json")["intermediate_size"] == int(0.75 * FFN)
     assert leftovers(folder.parent) == []
+
+
+@pytest.mark.ray
+def test_outputs_and_scores_of_an_earlier_probe_sampler_are_redone(ray_session, models, tmp_path):
+    """Self-written probes of an earlier sampler are other text for the same options: what was made from them
+    is not done, as its probe info (in prunenet.json, in the scores file's header) says."""
+    from prunenet.calibration.probes import SAMPLER, Probes
+    from prunenet.farm.jobs import scores_ready
+    from prunenet.scores import load_scores
+
+    out = tmp_path / "runs"
+    plan_path = write_plan(tmp_path / "plan.toml", out, models[:1], ratios=[0.25])
+    assert prunenet.farm(plan_path, progress=False)["counts"] == {"done": 1}
+    plan = load_plan(plan_path)
+    [model] = plan.models
+    provenance = out / model.name / "ratio-0.25" / "prunenet.json"
+    made = read_json(provenance)
+    for sampler, state in (("16-per-call", "changed"), (None, "changed"), (SAMPLER, "done")):
+        probes = {"source": "self", "tokens": 8, **({"sampler": sampler} if sampler else {})}
+        provenance.write_text(json.dumps({**made, "probes": probes}))
+        assert [job.state for job in plan_jobs(plan)] == [state]
+    provenance.write_text(json.dumps({**made, "probes": {"source": "probes.txt", "tokens": 8}}))  # a file's text
+    assert [job.state for job in plan_jobs(plan)] == ["done"]
+
+    scores = out / model.name / SCORES
+    assert scores_ready(plan, model)
+    stored = load_scores(scores, "magnitude")
+    for sampler, ready in (("16-per-call", False), (SAMPLER, True)):
+        stored.probes = Probes(TOKENS, {"source": "self", "sampler": sampler})
+        stored.save(scores)
+        assert scores_ready(plan, model) is ready
+
+
+@pytest.mark.ray
+def test_the_end_of_a_run_removes_what_killed_attempts_left(ray_session, models, tmp_path, capsys):
+    """A dead process of this host left a half-written output in a model folder: the farm's end removes it,
+    even in a run that had nothing to do; another host's is left and reported."""
+    out = tmp_path / "runs"
+    plan = write_plan(tmp_path / "plan.toml", out, models[:1], ratios=[0.25])
+    assert prunenet.farm(plan, progress=False)["temporaries"] == {"removed": [], "left": []}
+    folder = out / models[0].name
+    dead = folder / f".ratio-0.25.partial-{socket.gethostname()}-{dead_pid()}"
+    elsewhere = folder / ".ratio-0.25.partial-another-host-1"
+    for planted in (dead, elsewhere):
+        planted.mkdir()
+        (planted / "model.safetensors").write_bytes(b"half")
+    assert main(["farm", str(plan), "--json", str(tmp_path / "s.json")]) == 0
+    report = read_json(tmp_path / "s.json")
+    assert report["counts"] == {"skipped": 1}
+    assert report["temporaries"] == {"removed": [str(dead)], "left": [str(elsewhere)]}
+    assert not dead.exists() and elsewhere.is_dir()
+    printed = capsys.readouterr().out
+    assert "removed 1 temporary output of killed attempts" in printed and str(elsewhere) in printed
 
 
 @pytest.mark.ray
