@@ -24,7 +24,7 @@ import prunenet
 import prunenet.selectors.policy
 import prunenet.writer
 from prunenet.cli import main
-from prunenet.model.checkpoint import Checkpoint, write_safetensors
+from prunenet.model.checkpoint import Checkpoint, refuse_non_finite, write_safetensors
 from prunenet.model.ffn_map import SlicePlan
 
 RATIO = 0.4
@@ -428,3 +428,13 @@ def test_several_ratios_from_one_fit(original, tmp_path, monkeypatch):
         tokens = torch.arange(8).reshape(1, 8)
         assert torch.isfinite(tiny_models.logits(folder, tokens)).all()
     assert leftovers(tmp_path) == [] and leftovers(out) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_are_refused_and_counted(dtype, value):
+    tensor = torch.randn(37, 53).to(dtype)
+    assert refuse_non_finite(tensor, "t") is tensor and refuse_non_finite(tensor[:0], "t").numel() == 0
+    tensor[3, 5] = tensor[30, 0] = value
+    with pytest.raises(ValueError, match="^t holds 2 NaN or infinite values"):
+        refuse_non_finite(tensor, "t")
