@@ -101,24 +101,32 @@ def probe_file(path: Path) -> Path:
     return path
 
 
-def compress(checkpoint: Path, scratch: Path, threads: int) -> dict:
-    out, report = scratch / "out-0.3", scratch / "report.json"
-    shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "prunenet", "compress", str(checkpoint), "--ratio", "0.3", "--probes",
-               str(probe_file(scratch / "probes.txt")), "--probe-tokens", str(PROBE_TOKENS), "--out", str(out),
-               "--json", str(report), "--overwrite"]
+def timed(command: list[str], threads: int, what: str) -> tuple[float, int | None, str]:
+    """Run `command` under `/usr/bin/time -v` where it is there: wall seconds, peak RSS in MiB (None without
+    it), stdout."""
     timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     done = subprocess.run(timer + command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"compress failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"{what} failed:\n{done.stderr[-4000:]}")
+    peak = next((round(int(line.split(":")[1]) / 1024) for line in done.stderr.splitlines()
+                 if "Maximum resident set size" in line), None)
+    return wall, peak, done.stdout
+
+
+def compress(checkpoint: Path, scratch: Path, threads: int) -> dict:
+    out, report = scratch / "out-0.3", scratch / "report.json"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "prunenet", "compress", str(checkpoint), "--ratio", "0.3", "--probes",
+               str(probe_file(scratch / "probes.txt")), "--probe-tokens", str(PROBE_TOKENS), "--out", str(out),
+               "--json", str(report), "--overwrite"]
+    wall, peak, _ = timed(command, threads, "compress")
     result = json.loads(report.read_text())
-    peak = next((int(line.split(":")[1]) / 1024 for line in done.stderr.splitlines()
-                 if "Maximum resident set size" in line), result["peak_rss_mb"])
     return {"command": " ".join(command), "wall_s": round(wall, 1), "timings_s": result["timings_s"],
-            "peak_rss_mb": round(peak), "outputs": result["outputs"], "probes": result["probes"]}
+            "peak_rss_mb": peak if peak is not None else round(result["peak_rss_mb"]), "outputs": result["outputs"],
+            "probes": result["probes"]}
 
 
 def write_own_probes(checkpoint: Path, cache: Path) -> None:
@@ -133,19 +141,10 @@ def write_own_probes(checkpoint: Path, cache: Path) -> None:
 
 
 def time_own_probes(checkpoint: Path, scratch: Path, threads: int) -> dict:
-    cache = scratch / "probe-cache"
-    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(scratch / "probe-cache", ignore_errors=True)
     command = [sys.executable, __file__, "--scratch", str(scratch), "--child-probes"]
-    timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    done = subprocess.run(timer + command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"probe writing failed:\n{done.stderr[-4000:]}")
-    info = json.loads(done.stdout.strip().splitlines()[-1])
-    peak = next((round(int(line.split(":")[1]) / 1024) for line in done.stderr.splitlines()
-                 if "Maximum resident set size" in line), None)
+    wall, peak, stdout = timed(command, threads, "probe writing")
+    info = json.loads(stdout.strip().splitlines()[-1])
     return {"wall_s": round(wall, 1), "probes": info, "tokens_per_s": round(info["tokens"] / info["seconds"], 2),
             "peak_rss_mb": peak}
 

@@ -24,7 +24,7 @@ class HealStage(Stage):
         options = config.heal
         self.heal_config = HealConfig(tokens=options.tokens, length=options.length, batch_size=options.batch_size,
                                       lr=options.lr, schedule="constant", train=options.train, top_k=options.top_k,
-                                      seed=config.seed).validate()
+                                      seed=config.seed, precision=options.precision).validate()
         self._targets: TeacherTargets | None = None
 
     @staticmethod
@@ -43,7 +43,7 @@ class HealStage(Stage):
         if self.heal_config.top_k and self._targets is None:
             start = time.perf_counter()
             self._targets = teacher_targets(teacher, text, self.heal_config.length, self.heal_config.top_k,
-                                            self.heal_config.batch_size, progress)
+                                            self.heal_config.batch_size, progress, self.heal_config.precision)
             teacher_seconds = round(time.perf_counter() - start, 2)
         report = heal(student, teacher, text, self.heal_config, progress, self._targets)
         report.pop("kl_steps")  # one number per step: the first and last stay

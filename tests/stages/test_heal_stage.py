@@ -35,6 +35,7 @@ def test_healing_lowers_kl_keeps_the_rows_and_says_so(src, tmp_path):
     assert kl_to(src, tmp_path / "healed") < 0.95 * kl_to(src, tmp_path / "plain")
     report = healed["outputs"][0]["stages"]["heal"]
     assert report["steps"] == 2048 // (4 * 32) and report["kl_last"] < report["kl_first"]
+    assert report["config"]["precision"] == "bfloat16"  # the default: autocast products, float32 weights
     assert read_json(tmp_path / "healed" / "prunenet.json")["stages"]["heal"]["steps"] == report["steps"]
     assert plain["outputs"][0]["stages"] is None and "stages" in healed["timings_s"]
     # Only FFN matrices and norms train (the default): attention and embeddings are written as stored.
@@ -43,6 +44,14 @@ def test_healing_lowers_kl_keeps_the_rows_and_says_so(src, tmp_path):
     attention = "model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(before[attention], after[attention])
     assert not torch.equal(before["model.norm.weight"], after["model.norm.weight"])
+
+
+def test_healing_in_float32_products_lowers_kl_too(src, tmp_path):
+    prunenet.compress(src, tmp_path / "plain", ratio=0.4, progress=False, **PROBES)
+    healed = prunenet.compress(src, tmp_path / "healed", ratio=0.4, progress=False, **PROBES, **HEAL,
+                               heal_precision="float32")
+    assert healed["outputs"][0]["stages"]["heal"]["config"]["precision"] == "float32"
+    assert kl_to(src, tmp_path / "healed") < 0.95 * kl_to(src, tmp_path / "plain")
 
 
 def test_healing_is_seeded_and_every_ratio_gets_its_own_student(src, tmp_path):
@@ -85,6 +94,7 @@ def test_a_model_the_stage_cannot_hold_is_refused_before_any_work(src, tmp_path,
     (["--heal-tokens", "4096", "--heal-lr", "0"], "heal_lr=0.0"),
     (["--heal-tokens", "4096", "--heal-train", "attention"], "attention"),
     (["--heal-tokens", "4096", "--heal-top-k", "-1"], "heal_top_k=-1"),
+    (["--heal-tokens", "4096", "--heal-precision", "float16"], "float16"),
     (["--heal-tokens", "many"], "many"),
 ])
 def test_bad_heal_options_are_one_line_exit_2_and_nothing_written(src, tmp_path, capsys, flags, says):
