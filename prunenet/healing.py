@@ -214,6 +214,13 @@ def _logits(model: torch.nn.Module, batch: torch.Tensor, precision: Precision = 
     return logits.float()
 
 
+def _check_precision(precision: Precision, device: torch.device) -> None:
+    """Refuse bfloat16 products on a GPU without bfloat16 units (autocast there would emulate them)."""
+    if precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"heal precision 'bfloat16' needs a GPU with bfloat16 units, and {device} has none: "
+                         "use precision 'float32' (--heal-precision float32)")
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -229,6 +236,7 @@ def teacher_targets(teacher: torch.nn.Module, tokens: torch.Tensor, length: int,
     if vocab is not None and top_k >= vocab:
         raise ValueError(f"top_k={top_k!r} must be below the vocabulary size {vocab} (use top_k=0 for full logits)")
     device, was_training = _device(teacher), teacher.training
+    _check_precision(precision, device)
     teacher.eval()
     indices, logprobs, rest = [], [], []
     try:
@@ -294,9 +302,7 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
         raise TypeError(f"heal trains the student in float32; its parameters are {sorted(map(str, floating))} "
                         "(load it with dtype=torch.float32)")
     device = _device(student)
-    if config.precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"heal precision 'bfloat16' needs a GPU with bfloat16 units, and {device} has none: "
-                         "use precision 'float32' (--heal-precision float32)")
+    _check_precision(config.precision, device)
     head = getattr(student, "get_output_embeddings", lambda: None)()
     vocab = head.weight.shape[0] if head is not None else None
     if config.top_k and vocab is not None and config.top_k >= vocab:
