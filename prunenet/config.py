@@ -218,6 +218,14 @@ class HealOptions(Config):
     batch_size: int = option(4, "heal: sequences per optimizer step", keyword="heal_batch_size", slicing=True)
     top_k: int = option(256, "heal: the original's top-k log-probabilities cached once as the targets (0: its "
                              "full logits every step)", keyword="heal_top_k", slicing=True)
+    start: Literal["probes", "bos", "chat"] = option(
+        "probes", "heal: how the original's training text begins: probes (as the probes do, --probe-start), bos "
+                  "(the original picks its first word) or chat (the chat template's user turn: the original "
+                  "writes a question and answers it, the format questions are asked in)",
+        keyword="heal_start", slicing=True)
+    temperature: float | None = option(
+        None, "heal: sampling temperature of the original's training text (default: the probes', "
+              "--probe-temperature)", keyword="heal_temperature", slicing=True)
     # bfloat16 healed the embedded model as well as float32 (pydoc PPL 24.46 against 24.52 at 0.2, 29.48
     # against 29.45 at 0.3, 32768 tokens), its training steps in 0.59x the time and the original's targets
     # in 0.62x, on a 2-core CPU with bfloat16 units.
@@ -242,6 +250,8 @@ class HealOptions(Config):
             raise ValueError(f"heal_lr={self.lr!r} must be a positive finite number")
         if self.top_k < 0:
             raise ValueError(f"heal_top_k={self.top_k!r} must be 0 (full logits) or positive")
+        if self.temperature is not None and not (0 < self.temperature <= 10):
+            raise ValueError(f"heal_temperature={self.temperature!r} must be in (0, 10]")
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,13 @@ class CompressConfig(Config):
                                      f"{self.repair!r}")
         if self.align is not None and self.align < 1:
             raise ValueError(f"align={self.align!r} must be a positive int")
+        if self.probes.source != SELF:  # the heal text is then drawn from the file too
+            heal = self.heal.to_options()
+            for spec in HealOptions.specs():
+                if spec.keyword in ("heal_start", "heal_temperature") and heal[spec.keyword] != spec.default:
+                    raise ValueError(f"{spec.keyword}={heal[spec.keyword]!r} shapes the text the original writes "
+                                     f"itself, and the text comes from the probe file {self.probes.source!r}; "
+                                     "leave it out")
 
     def without_slicing(self) -> dict[str, Any]:
         """The options that matter to `score` (the slicing-only ones are left out)."""

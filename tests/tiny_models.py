@@ -62,6 +62,14 @@ def tiny_tokenizer(size: int = VOCAB) -> T.PreTrainedTokenizerFast:
     return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
+def chat_tokenizer() -> T.PreTrainedTokenizerFast:
+    """`tiny_tokenizer()` with a chat template: a user turn is w5 w6 MESSAGE </s>, an answer opens with w7 w8."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}w5 w6 {{ m['content'] }} </s> {% endfor %}"
+                               "{% if add_generation_prompt %}w7 w8 {% endif %}")
+    return tokenizer
+
+
 def corpus_tokenizer() -> T.PreTrainedTokenizerFast:
     """A BPE tokenizer of at most VOCAB tokens trained on the default evaluation corpus: unlike
     `tiny_tokenizer`, it reads English text, so perplexity, KL and tasks mean something."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +37,26 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("fact", "What colour is the sky on a clear day?", ("blue",)),
     Prompt("fact", "What is the opposite of hot?", ("cold",)),
     Prompt("fact", "At what temperature in degrees Celsius does water freeze?", ("0", "zero")),
+    Prompt("fact", "What is the capital of Germany?", ("berlin",)),
+    Prompt("fact", "What is the capital of Spain?", ("madrid",)),
+    Prompt("fact", "What is the largest ocean on Earth?", ("pacific",)),
+    Prompt("fact", "How many legs does a spider have?", ("8", "eight")),
+    Prompt("fact", "Which gas do plants take in from the air to make food?", ("carbon dioxide", "co2")),
+    Prompt("fact", "Who painted the Mona Lisa?", ("leonardo", "da vinci")),
+    Prompt("fact", "How many continents are there on Earth?", ("7", "seven")),
+    Prompt("fact", "At what temperature in degrees Celsius does water boil at sea level?", ("100",)),
+    Prompt("fact", "Which animal is known as the king of the jungle?", ("lion",)),
+    Prompt("fact", "Which language is spoken in Brazil?", ("portuguese",)),
     Prompt("sum", "What is 2 + 2?", ("4", "four")),
     Prompt("sum", "What is 7 times 8?", ("56",)),
     Prompt("sum", "What is 15 minus 6?", ("9", "nine")),
     Prompt("sum", "What is 100 divided by 4?", ("25",)),
     Prompt("sum", "What is 12 plus 30?", ("42",)),
+    Prompt("sum", "What is 3 + 5?", ("8", "eight")),
+    Prompt("sum", "What is 9 minus 4?", ("5", "five")),
+    Prompt("sum", "What is 6 times 7?", ("42",)),
+    Prompt("sum", "What is 10 plus 10?", ("20", "twenty")),
+    Prompt("sum", "What is half of 50?", ("25",)),
     Prompt("code", "Write a Python function that reverses a string.", test="assert {f}('abc') == 'cba'"),
     Prompt("code", "Write a Python function that returns the sum of a list of numbers.",
            test="assert {f}([1, 2, 3.5]) == 6.5"),
@@ -49,8 +65,18 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("code", "Write a Python function that checks whether a number is even.",
            test="assert {f}(4) and not {f}(7)"),
     Prompt("code", "Write a Python function that computes the factorial of n.", test="assert {f}(5) == 120"),
+    Prompt("code", "Write a Python function that returns the length of a string.", test="assert {f}('abcd') == 4"),
+    Prompt("code", "Write a Python function that returns the largest number in a list.",
+           test="assert {f}([3, 9, 2]) == 9"),
+    Prompt("code", "Write a Python function that returns the square of a number.", test="assert {f}(7) == 49"),
+    Prompt("code", "Write a Python function that counts the vowels in a string.",
+           test="assert {f}('banana') == 3"),
+    Prompt("code", "Write a Python function that converts a string to upper case.",
+           test="assert {f}('abc') == 'ABC'"),
     Prompt("summary", "Summarise in one sentence: The cat slept on the warm mat all afternoon while the rain "
                       "fell outside.", ("cat",)),
+    Prompt("summary", "Summarise in one sentence: The train left the station at noon and reached the city two "
+                      "hours later, full of tired travellers.", ("train",)),
 )
 
 
@@ -94,18 +120,41 @@ def _input_ids(tokenizer, question: str) -> torch.Tensor:
 
 @torch.inference_mode()
 def answer_all(model: torch.nn.Module, tokenizer, prompts: tuple[Prompt, ...] = PROMPTS,
-               max_new_tokens: int = 96) -> list[dict]:
-    """Each prompt's greedy answer and whether it is right."""
+               max_new_tokens: int = 96, advance: Callable[[int], object] | None = None) -> list[dict]:
+    """Each prompt's greedy answer, whether it is right, and its token ids (`ids`, the end of turn included
+    when it came); `advance(1)` after each (a progress bar's)."""
     device = next(model.parameters()).device
     results = []
     for prompt in prompts:
         ids = _input_ids(tokenizer, prompt.text).to(device)
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
                              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        answer_ids = out[0, ids.shape[1]:]
+        answer = tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
         results.append({"kind": prompt.kind, "prompt": prompt.text, "answer": answer,
-                        "right": is_right(prompt, answer)})
+                        "right": is_right(prompt, answer), "ids": answer_ids.tolist()})
+        if advance is not None:
+            advance(1)
     return results
+
+
+@torch.inference_mode()
+def follows(model: torch.nn.Module, tokenizer, reference: list[dict],
+            prompts: tuple[Prompt, ...] = PROMPTS) -> dict:
+    """How closely `model` follows another model's answers (`reference`, from `answer_all`), fed that model's
+    answer tokens: the share of them that are its own greedy choice too, and their mean negative log-likelihood.
+    Unlike right-or-wrong, every token counts, so one changed word is not a lost question."""
+    device = next(model.parameters()).device
+    same, nll, tokens = 0, 0.0, 0
+    for prompt, entry in zip(prompts, reference, strict=True):
+        question = _input_ids(tokenizer, prompt.text)[0]
+        answer = torch.tensor(entry["ids"], dtype=question.dtype)
+        logits = model(torch.cat([question, answer])[None].to(device)).logits[0, question.numel() - 1: -1].float()
+        answer = answer.to(device)
+        same += int((logits.argmax(-1) == answer).sum())
+        nll += float(torch.nn.functional.cross_entropy(logits, answer, reduction="sum"))
+        tokens += answer.numel()
+    return {"answers_agreement": same / tokens, "answers_nll": nll / tokens, "answers_tokens": tokens}
 
 
 def kept_share(original: list[dict], compressed: list[dict]) -> float | None:

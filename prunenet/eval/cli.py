@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .answers import CODE_TIMEOUT_S, PROMPTS
 from .corpus import DEFAULT_CORPUS, DEFAULT_TOKENS, DEFAULT_WINDOW, check_count
 from .throughput import ThroughputSettings
 
@@ -63,9 +64,9 @@ def add_eval_parser(commands) -> None:
     tasks.add_argument("--task-limit", type=int, help="at most this many examples per task (for quick checks)")
     tasks.add_argument("--task-include", metavar="DIR", help="folder of extra task YAML files")
     ev.add_argument("--answers", action="store_true",
-                    help="also ask every model 21 short questions (facts, sums, small code tasks, a summary) through "
-                         "its chat template, greedy, checked by rule; code answers are run in a separate Python "
-                         "process with a 5 s limit. Prints them side by side")
+                    help=f"also ask every model {len(PROMPTS)} short questions (facts, sums, small code tasks, "
+                         "summaries) through its chat template, greedy, checked by rule; code answers are run in a "
+                         f"separate Python process with a {CODE_TIMEOUT_S:g} s limit. Prints them side by side")
     ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     ev.add_argument("--json", dest="json_path", metavar="PATH", help="write the report as JSON to PATH")
     ev.add_argument("--quiet", action="store_true",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..devices import resolve_device
 from ..report import PhaseTimer, check_json_path, peak_rss_mb, save_report
-from .answers import answer_all, kept_share
+from .answers import PROMPTS, answer_all, follows, kept_share
 from .corpus import DEFAULT_CORPUS, DEFAULT_TOKENS, DEFAULT_WINDOW, check_count, default_text, read_text, token_windows
 from .metrics import Original
 from .models import load_model, load_tokenizer, resolve
@@ -71,10 +71,11 @@ def evaluate(
         _check_context(first.model.config, window, settings)
         tokenizer = load_tokenizer(first.path, progress)
         windows = token_windows(tokenizer, corpus_text, tokens, window)
-    bar = _progress(settings, len(names), len(windows), progress)
+    bar = _progress(settings, len(names), len(windows) + (len(PROMPTS) if answers else 0), progress)
     with timer.phase("quality"):
         reference = Original(first.model, windows, dev, bar.update)
     models: list[dict] = []
+    original_answers: list[dict] = []  # with their token ids, which each compressed model is fed
 
     def measure_all(model, stat: dict) -> None:
         """Its report entry: the quality figures, then throughput, tasks and answers, each timed."""
@@ -85,7 +86,13 @@ def evaluate(
             entry["tasks"] = run_tasks(model.model, tokenizer, task_names, manager, task_limit) if task_names else None
         if answers:
             with timer.phase("answers"):
-                entry["answers"] = answer_all(model.model, tokenizer)
+                entry["answers"] = answer_all(model.model, tokenizer, advance=bar.update)
+                if models:
+                    entry.update(follows(model.model, tokenizer, original_answers))
+                else:
+                    original_answers.extend(dict(answer) for answer in entry["answers"])
+            for answer in entry["answers"]:
+                answer.pop("ids")  # the original's are kept above; the report has the text
             entry["answers_right"] = sum(a["right"] for a in entry["answers"])
             entry["answers_kept"] = kept_share(models[0]["answers"], entry["answers"]) if models else None
         models.append(entry)
@@ -122,15 +129,15 @@ def evaluate(
     return report
 
 
-def _progress(settings: ThroughputSettings | None, models: int, windows: int, progress: bool):
-    """One bar over every model's quality windows and throughput runs, after a line saying what throughput
-    runs and how to skip it."""
+def _progress(settings: ThroughputSettings | None, models: int, steps: int, progress: bool):
+    """One bar over every model's `steps` (quality windows and questions) and throughput runs, after a line
+    saying what throughput runs and how to skip it."""
     from ..progress import progress_bar
 
     if progress and settings is not None:
         print(f"throughput of {models} model(s): {settings.describe()} (--no-throughput skips this)",
               file=sys.stderr, flush=True)
-    return progress_bar(total=models * (windows + (settings.runs if settings else 0)), desc="evaluating",
+    return progress_bar(total=models * (steps + (settings.runs if settings else 0)), desc="evaluating",
                         unit="step", disable=not progress)
 
 

@@ -49,4 +49,6 @@ def answers_table(report: Mapping, width: int = 40) -> str:
         rows.append(cells)
     totals = ["right", *[f"{m['answers_right']} of {len(m['answers'])}" + (
         "" if m.get("answers_kept") is None else f" (keeps {m['answers_kept']:.0%})") for m in models]]
-    return markdown(headers, rows + [totals])
+    follows = ["same greedy token as the original, on its answers",
+               *["" if m.get("answers_agreement") is None else f"{m['answers_agreement']:.1%}" for m in models]]
+    return markdown(headers, rows + [totals, follows])

@@ -1,12 +1,13 @@
 """What a stage is: a step on the whole compressed model, given the original beside it."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 if TYPE_CHECKING:
-    from ..config import CompressConfig
+    from ..calibration.probes import Probes
+    from ..config import CompressConfig, ProbeConfig
 
 
 class Stage:
@@ -25,10 +26,11 @@ class Stage:
         """About how much memory the stage needs for a model of `parameters` elements, both models included."""
         raise NotImplementedError
 
-    def run(self, teacher: torch.nn.Module, student: torch.nn.Module, text: Any, progress: bool) -> dict:
-        """Change `student` in place; return a JSON-ready report. `text`: what `prepare` returned."""
+    def run(self, teacher: torch.nn.Module, student: torch.nn.Module, text: Probes | None, progress: bool) -> dict:
+        """Change `student` in place; return a JSON-ready report. `text`: the self-written text `text_probes`
+        asked for (the longest any stage asked for), or None."""
         raise NotImplementedError
 
-    def text_tokens(self) -> tuple[int, int] | None:
-        """(tokens, length) of self-written text the stage trains on, or None."""
+    def text_probes(self, probes: ProbeConfig) -> ProbeConfig | None:
+        """The probe options of the self-written text the stage trains on (`probes`: the run's), or None."""
         return None

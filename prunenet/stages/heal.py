@@ -1,12 +1,14 @@
 """The heal stage: self-distillation of each compressed model towards the original (`healing.heal`).
 
-It trains on text the original writes itself, drawn like the probes (same sampler and seed, so when the
+It trains on text the original writes itself, drawn like the probes (same sampler and seed; its start and
+temperature the probes' unless `heal_start` / `heal_temperature` say otherwise; when all of that and the
 budget and length match the probes' it is the probes themselves, from their cache), with the original's
 top-k log-probabilities computed once and shared by every ratio of the run.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from ..healing import HealConfig, TeacherTargets, heal, teacher_targets
 from ..memory import FLOAT32_BYTES
@@ -35,16 +37,19 @@ class HealStage(Stage):
         # Teacher and student in float32, optimizer state for (at most) every student parameter.
         return parameters * FLOAT32_BYTES * (2 + ADAMW_COPIES)
 
-    def text_tokens(self) -> tuple[int, int]:
-        return self.heal_config.tokens, self.heal_config.length
+    def text_probes(self, probes):
+        options = self.config.heal
+        return replace(probes, tokens=self.heal_config.tokens, length=self.heal_config.length,
+                       start=probes.start if options.start == "probes" else options.start,
+                       temperature=probes.temperature if options.temperature is None else options.temperature)
 
     def run(self, teacher, student, text, progress):
         teacher_seconds = 0.0  # the shared targets are computed for the first ratio, and counted there
         if self.heal_config.top_k and self._targets is None:
             start = time.perf_counter()
-            self._targets = teacher_targets(teacher, text, self.heal_config.length, self.heal_config.top_k,
+            self._targets = teacher_targets(teacher, text.tokens, self.heal_config.length, self.heal_config.top_k,
                                             self.heal_config.batch_size, progress, self.heal_config.precision)
             teacher_seconds = round(time.perf_counter() - start, 2)
-        report = heal(student, teacher, text, self.heal_config, progress, self._targets)
+        report = heal(student, teacher, text.tokens, self.heal_config, progress, self._targets)
         report.pop("kl_steps")  # one number per step: the first and last stay
-        return {**report, "teacher_seconds": teacher_seconds}
+        return {**report, "teacher_seconds": teacher_seconds, "text": text.info}

@@ -3,11 +3,10 @@ from it, changed by every stage in turn, and handed back as tensors for the writ
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import torch
 
-from ..calibration.probes import get_probes
+from ..calibration.probes import SELF, Probes, chat_turn, get_probes
 from ..config import CompressConfig
 from ..memory import require_memory
 from ..model.checkpoint import Checkpoint
@@ -22,7 +21,7 @@ class StagePipeline:
     def __init__(self, config: CompressConfig):
         self.config = config
         self.stages: list[Stage] = [stage(config) for stage in STAGES.values() if stage.enabled(config)]
-        self.text: torch.Tensor | None = None
+        self.text: Probes | None = None
 
     def __bool__(self) -> bool:
         return bool(self.stages)
@@ -38,15 +37,22 @@ class StagePipeline:
 
     def text_config(self):
         """The probe options of the self-written text the stages train on (the longest asked for), or None."""
-        tokens, length = max(stage.text_tokens() or (0, 0) for stage in self.stages)
-        return replace(self.config.probes, tokens=tokens, length=length) if tokens else None
+        wanted = [text for stage in self.stages if (text := stage.text_probes(self.config.probes)) is not None]
+        return max(wanted, key=lambda text: (text.tokens, text.length or 0), default=None)
+
+    def check_text(self, tokenizer) -> None:
+        """Refuse, before any work, self-written text the model's tokenizer cannot start (a chat start without
+        a chat template)."""
+        text_config = self.text_config()
+        if text_config is not None and text_config.source == SELF and text_config.start == "chat":
+            chat_turn(tokenizer)
 
     def write_text(self, checkpoint: Checkpoint, device: torch.device, progress: bool) -> None:
         """The stages' text, drawn as the probes are (cached); before the original is loaded, so that only one
         whole model is in memory at a time."""
         text_config = self.text_config()
         if text_config is not None:
-            self.text = get_probes(checkpoint, text_config, self.config.seed, cache_root(), device, progress).tokens
+            self.text = get_probes(checkpoint, text_config, self.config.seed, cache_root(), device, progress)
 
     def run(self, teacher: torch.nn.Module, student: torch.nn.Module, progress: bool) -> dict:
         """Every stage on the compressed `student`, in place; the report per stage."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import cli_error, snapshot
-from tiny_models import build_model, corpus_tokenizer, save_model, tiny_tokenizer
+from tiny_models import build_model, chat_tokenizer, corpus_tokenizer, save_model, tiny_tokenizer
 
 from prunenet.calibration import probes as probes_module
 from prunenet.calibration.probes import ProbePlan, from_current_sampler, get_probes, tokens_from_file
@@ -71,9 +71,7 @@ def test_sequences_per_call_fill_the_kv_budget(family, length, expected):
 
 def test_chat_start_probes_are_a_question_the_model_asks_then_its_answer(tmp_path, monkeypatch):
     monkeypatch.setattr(probes_module, "QUESTION_TOKENS", 8)  # room for the answer in the tiny model's context
-    tokenizer = tiny_tokenizer()
-    tokenizer.chat_template = ("{% for m in messages %}w5 w6 {{ m['content'] }} </s> {% endfor %}"
-                               "{% if add_generation_prompt %}w7 w8 {% endif %}")
+    tokenizer = chat_tokenizer()
     src = save_model(build_model("llama"), tmp_path / "src", tokenizer=tokenizer)
     options = ProbeConfig(tokens=192, length=48, start="chat")
     probes = get_probes(Checkpoint(src), options, 0, tmp_path / "c", torch.device("cpu"))

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import PROBES, assert_nothing_written, cli_error, read_json
-from tiny_models import build_model, logits, save_model, tiny_tokenizer
+from tiny_models import build_model, chat_tokenizer, logits, save_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 import prunenet
 import prunenet.memory
+from prunenet.calibration import probes as probes_module
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 # The tiny models have 96 tokens: top-16 targets; a larger lr than the default so a few steps show.
@@ -95,9 +96,52 @@ def test_a_model_the_stage_cannot_hold_is_refused_before_any_work(src, tmp_path,
     (["--heal-tokens", "4096", "--heal-train", "attention"], "attention"),
     (["--heal-tokens", "4096", "--heal-top-k", "-1"], "heal_top_k=-1"),
     (["--heal-tokens", "4096", "--heal-precision", "float16"], "float16"),
+    (["--heal-tokens", "4096", "--heal-start", "eos"], "eos"),
+    (["--heal-tokens", "4096", "--heal-temperature", "0"], "heal_temperature=0.0"),
+    (["--heal-tokens", "4096", "--heal-start", "chat"], "needs a chat template"),  # the tiny tokenizer has none
     (["--heal-tokens", "many"], "many"),
 ])
 def test_bad_heal_options_are_one_line_exit_2_and_nothing_written(src, tmp_path, capsys, flags, says):
     out = tmp_path / "out"
     cli_error(capsys, ["compress", str(src), "--ratio", "0.3", "--out", str(out), *flags], [says])
     assert_nothing_written(out)
+
+
+def test_the_heal_text_is_written_as_asked_and_the_report_says_how(tmp_path, monkeypatch):
+    monkeypatch.setattr(probes_module, "QUESTION_TOKENS", 8)  # room for the answer in the tiny model's context
+    src = save_model(build_model("llama"), tmp_path / "src", tokenizer=chat_tokenizer())
+    starts = {}
+    for probe_start, heal_start in (("bos", "probes"), ("chat", "probes"), ("bos", "chat"), ("chat", "bos")):
+        out = tmp_path / f"{probe_start}-{heal_start}"
+        report = prunenet.compress(src, out, ratio=0.4, progress=False, **PROBES, **HEAL, probe_start=probe_start,
+                                   heal_start=heal_start)
+        assert report["probes"]["start"] == probe_start
+        text = report["outputs"][0]["stages"]["heal"]["text"]
+        assert text["tokens"] == HEAL["heal_tokens"] and text["length"] == HEAL["heal_length"]
+        starts[probe_start, heal_start] = text["start"]
+    assert starts == {("bos", "probes"): "bos", ("chat", "probes"): "chat", ("bos", "chat"): "chat",
+                      ("chat", "bos"): "bos"}
+    # The chat-start text trains another student than the bos-start text of the same probes.
+    bos = AutoModelForCausalLM.from_pretrained(tmp_path / "bos-probes").state_dict()
+    chat = AutoModelForCausalLM.from_pretrained(tmp_path / "bos-chat").state_dict()
+    assert not torch.equal(bos["model.norm.weight"], chat["model.norm.weight"])
+    cool = prunenet.compress(src, tmp_path / "cool", ratio=0.4, progress=False, **PROBES, **HEAL,
+                             heal_temperature=0.5)
+    assert cool["outputs"][0]["stages"]["heal"]["text"]["temperature"] == 0.5
+    assert cool["probes"]["temperature"] == 1.0
+    model = AutoModelForCausalLM.from_pretrained(src).eval()
+    report = prunenet.prune_(model, 0.4, tokenizer=chat_tokenizer(), progress=False, **PROBES, **HEAL,
+                             heal_start="chat", heal_temperature=0.5)
+    text = report["outputs"][0]["stages"]["heal"]["text"]
+    assert text["start"] == "chat" and text["temperature"] == 0.5
+
+
+def test_the_heal_text_options_are_refused_with_probes_from_a_file(src, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{3 + i % 90}" for i in range(2000)), encoding="utf-8")
+    out = tmp_path / "out"
+    for flag, says in (("--heal-start", "heal_start='chat'"), ("--heal-temperature", "heal_temperature=0.7")):
+        value = "chat" if flag == "--heal-start" else "0.7"
+        cli_error(capsys, ["compress", str(src), "--ratio", "0.3", "--out", str(out), "--probes", str(text),
+                           "--heal-tokens", "4096", flag, value], [says, "probe file"])
+        assert_nothing_written(out)
