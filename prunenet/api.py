@@ -23,7 +23,7 @@ import prunenet_kernels as K
 from .atomic import atomic_write, check_output
 from .calibration.driver import MODES, ProbeSelection, select_on_probes
 from .calibration.layer_stream import CheckpointStream, LayerStream
-from .calibration.probes import Probes, get_probes, load_tokenizer, probe_batches, probes_of_model
+from .calibration.probes import Probes, chat_turn, get_probes, load_tokenizer, probe_batches, probes_of_model
 from .config import CompressConfig, Config, FitConfig
 from .devices import compute_dtype, resolve_device
 from .healing import distill_kl
@@ -320,7 +320,8 @@ def compress(
     before = describe(start.checkpoint, start.family, start.plan)
     if stages:
         stages.check_memory(before["parameters"], start.device)
-        stages.check_text(load_tokenizer(start.checkpoint))
+        if stages.text_needs_chat_template:  # refused here, not after the statistics pass
+            chat_turn(load_tokenizer(start.checkpoint))
     search, teacher = None, None
     names: dict[str, str] = {}
     if max_kl is None:
@@ -418,8 +419,8 @@ def prune_(
             raise ValueError(f"stage(s) {', '.join(stages.names)} train the model in float32, and it holds "
                              f"{', '.join(sorted(map(str, floating)))}: convert it first with model.float()")
         stages.check_memory(before["parameters"], device)
-        if tokenizer is not None:  # without one the probes are refused first
-            stages.check_text(tokenizer)
+        if stages.text_needs_chat_template and tokenizer is not None:  # without one the probes are refused first
+            chat_turn(tokenizer)
         teacher = copy.deepcopy(model).eval()  # before the statistics pass, which may change the model's layers
     was_training = model.training
     chosen, probe_set = selection.rows(start, {ratio: k}, False, progress)

@@ -139,16 +139,17 @@ def answer_all(model: torch.nn.Module, tokenizer, prompts: tuple[Prompt, ...] = 
 
 
 @torch.inference_mode()
-def follows(model: torch.nn.Module, tokenizer, reference: list[dict],
+def follows(model: torch.nn.Module, tokenizer, reference_ids: list[list[int]],
             prompts: tuple[Prompt, ...] = PROMPTS) -> dict:
-    """How closely `model` follows another model's answers (`reference`, from `answer_all`), fed that model's
-    answer tokens: the share of them that are its own greedy choice too, and their mean negative log-likelihood.
-    Unlike right-or-wrong, every token counts, so one changed word is not a lost question."""
+    """How closely `model` follows another model's answers (`reference_ids`: their token ids, from
+    `answer_all`), fed those tokens: the share of them that are its own greedy choice too, and their mean
+    negative log-likelihood. Unlike right-or-wrong, every token counts, so one changed word is not a lost
+    question."""
     device = next(model.parameters()).device
     same, nll, tokens = 0, 0.0, 0
-    for prompt, entry in zip(prompts, reference, strict=True):
+    for prompt, ids in zip(prompts, reference_ids, strict=True):
         question = _input_ids(tokenizer, prompt.text)[0]
-        answer = torch.tensor(entry["ids"], dtype=question.dtype)
+        answer = torch.tensor(ids, dtype=question.dtype)
         logits = model(torch.cat([question, answer])[None].to(device)).logits[0, question.numel() - 1: -1].float()
         answer = answer.to(device)
         same += int((logits.argmax(-1) == answer).sum())

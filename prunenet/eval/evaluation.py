@@ -75,7 +75,7 @@ def evaluate(
     with timer.phase("quality"):
         reference = Original(first.model, windows, dev, bar.update)
     models: list[dict] = []
-    original_answers: list[dict] = []  # with their token ids, which each compressed model is fed
+    original_ids: list[list[int]] = []  # the original's answers as tokens, which each compressed model is fed
 
     def measure_all(model, stat: dict) -> None:
         """Its report entry: the quality figures, then throughput, tasks and answers, each timed."""
@@ -87,12 +87,11 @@ def evaluate(
         if answers:
             with timer.phase("answers"):
                 entry["answers"] = answer_all(model.model, tokenizer, advance=bar.update)
+                ids = [answer.pop("ids") for answer in entry["answers"]]  # the report has the text
                 if models:
-                    entry.update(follows(model.model, tokenizer, original_answers))
+                    entry.update(follows(model.model, tokenizer, original_ids))
                 else:
-                    original_answers.extend(dict(answer) for answer in entry["answers"])
-            for answer in entry["answers"]:
-                answer.pop("ids")  # the original's are kept above; the report has the text
+                    original_ids.extend(ids)
             entry["answers_right"] = sum(a["right"] for a in entry["answers"])
             entry["answers_kept"] = kept_share(models[0]["answers"], entry["answers"]) if models else None
         models.append(entry)

@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from ..calibration.probes import SELF, Probes, chat_turn, get_probes
+from ..calibration.probes import SELF, Probes, get_probes
 from ..config import CompressConfig
 from ..memory import require_memory
 from ..model.checkpoint import Checkpoint
@@ -40,12 +40,11 @@ class StagePipeline:
         wanted = [text for stage in self.stages if (text := stage.text_probes(self.config.probes)) is not None]
         return max(wanted, key=lambda text: (text.tokens, text.length or 0), default=None)
 
-    def check_text(self, tokenizer) -> None:
-        """Refuse, before any work, self-written text the model's tokenizer cannot start (a chat start without
-        a chat template)."""
+    @property
+    def text_needs_chat_template(self) -> bool:
+        """Whether the stages' text is self-written from the chat template (which `chat_turn` checks)."""
         text_config = self.text_config()
-        if text_config is not None and text_config.source == SELF and text_config.start == "chat":
-            chat_turn(tokenizer)
+        return text_config is not None and text_config.source == SELF and text_config.start == "chat"
 
     def write_text(self, checkpoint: Checkpoint, device: torch.device, progress: bool) -> None:
         """The stages' text, drawn as the probes are (cached); before the original is loaded, so that only one

@@ -98,8 +98,9 @@ def test_a_model_follows_its_own_answers_and_a_pruned_one_less():
     tokenizer, model = tiny_tokenizer(), build_model("llama").eval()
     prompts = PROMPTS[:4]
     own = answer_all(model, tokenizer, prompts, max_new_tokens=12)
-    itself = follows(model, tokenizer, own, prompts)
+    own_ids = [answer["ids"] for answer in own]
+    itself = follows(model, tokenizer, own_ids, prompts)
     assert itself["answers_tokens"] == 4 * 12
     assert itself["answers_agreement"] > 0.95  # greedy decoding picked these: only float ties may differ
-    other = follows(build_model("llama", seed=1).eval(), tokenizer, own, prompts)
+    other = follows(build_model("llama", seed=1).eval(), tokenizer, own_ids, prompts)
     assert other["answers_agreement"] < 0.5 and other["answers_nll"] > itself["answers_nll"]
