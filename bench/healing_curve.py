@@ -7,11 +7,11 @@ Teacher: the original (its bf16 cache folder, loaded in float32). Students: the 
 in --students/ratio-R. The teacher writes its own healing text once (seed --text-seed, cached under
 --work) and a separate held-out text (seed --held-out-seed) on which KL(teacher || student) chooses the
 settings: no user data and not the evaluation corpus either. Then:
-  1. settings, at the smallest non-zero budget and the first ratio: learning rates (FFN + norms, cosine,
-     cached top-k targets); then, one factor at a time from the best of those, constant lr instead of
-     cosine, every parameter instead of FFN + norms, and the full logits per batch instead of the cached
-     top-k; the variant with the lowest held-out KL is chosen (the full logits only if > 2% lower, as they
-     cost a teacher forward per step); combinations of the variants are not measured;
+  1. settings, at the smallest non-zero budget and the first ratio: every learning rate under every
+     schedule of --schedules (FFN + norms, cached top-k targets); then, one factor at a time from the best
+     of those (--variants), every parameter instead of FFN + norms, and the full logits per batch instead
+     of the cached top-k; the variant with the lowest held-out KL is chosen (the full logits only if > 2%
+     lower, as they cost a teacher forward per step); combinations of the variants are not measured;
   2. the curve: every ratio at every budget with the chosen settings (budget 0 = not healed).
 Every healed student is saved (float32) under --work and evaluated by `prunenet.eval.evaluate` on the
 first --tokens tokens of pydoc_data.topics: perplexity, KL(original || healed), top-1 agreement.
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratios", default="0.2,0.3,0.5")
     parser.add_argument("--budgets", default="0,8192,32768", help="healing tokens per run; 0 = not healed")
     parser.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning rates compared at the first budget")
+    parser.add_argument("--schedules", default="cosine,constant", help="lr schedules compared with every lr")
+    parser.add_argument("--variants", default="train,teacher",
+                        help="single-factor variants of the best lr: train (all parameters), teacher (full logits)")
+    parser.add_argument("--precision", default="bfloat16", choices=("bfloat16", "float32"),
+                        help="the forward passes' matrix products (as the CLI's --heal-precision)")
     parser.add_argument("--top-k", type=int, default=256, help="cached teacher targets: top-k + rest mass")
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/heal"), help="healed students and cached text")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="healing_curve", help="file stem of the results: NAME.json, NAME.md")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only write the markdown again from a results JSON of this script")
     args = parser.parse_args(argv)
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(args.render.read_text())
         ratios = [float(r) for r in result["students"]]
         budgets = sorted({r["budget"] for r in result["rows"] if r["role"] == "curve"})
-        (args.out / "healing_curve.md").write_text(markdown(result, ratios, budgets))
+        (args.out / f"{args.name}.md").write_text(markdown(result, ratios, budgets))
         return 0
     if not args.teacher:
         parser.error("--teacher FOLDER is required (the original model, with its tokenizer)")
@@ -74,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [float(r) for r in args.ratios.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]
     lrs = [float(x) for x in args.lrs.split(",")]
+    schedules = args.schedules.split(",")
+    variants = [v for v in args.variants.split(",") if v]
+    if not schedules or not set(schedules) <= {"cosine", "constant"}:
+        parser.error(f"--schedules {args.schedules!r}: choose from cosine, constant")
+    if not set(variants) <= {"train", "teacher"}:
+        parser.error(f"--variants {args.variants!r}: choose from train, teacher (or none: '')")
     healed_budgets = [b for b in budgets if b > 0]
     text_tokens = max(healed_budgets)
     import transformers
@@ -90,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.length, args.held_out_seed)
     print(f"text: {text_info}; held out: {held_info}", flush=True)
     start = time.perf_counter()
-    targets = teacher_targets(teacher, text, args.length, args.top_k, args.batch_size)
+    targets = teacher_targets(teacher, text, args.length, args.top_k, args.batch_size, precision=args.precision)
     targets_seconds = time.perf_counter() - start
     rest_mass = targets.rest.exp().mean().item()
     print(f"teacher top-{args.top_k} targets of {text.numel()} tokens: {targets_seconds:.0f} s, "
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(ratio: float, config: HealConfig, role: str) -> dict:
         name = (f"healed-r{ratio}-{config.tokens}-{config.train}-lr{config.lr:g}-{config.schedule}"
-                f"-k{config.top_k}")
+                f"-k{config.top_k}-{config.precision}")
         folder = args.work / name
         saved = folder / "heal.json"
         if saved.is_file():
@@ -127,13 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     held_kl_unhealed: dict[float, float] = {}
     first_ratio, first_budget = ratios[0], min(healed_budgets)
     base = HealConfig(tokens=first_budget, length=args.length, batch_size=args.batch_size, lr=lrs[0],
-                      top_k=args.top_k, seed=0)
-    # 1. settings by held-out KL on the teacher's own text: lrs, then single-factor variants of the best
-    ablation = [run(first_ratio, replace(base, lr=lr), "lr") for lr in lrs]
+                      top_k=args.top_k, seed=0, precision=args.precision)
+    # 1. settings by held-out KL on the teacher's own text: lrs x schedules, then single-factor variants
+    ablation = [run(first_ratio, replace(base, lr=lr, schedule=schedule), "lr")
+                for schedule in schedules for lr in lrs]
     best = min(ablation, key=lambda r: r["held_out_kl"])
-    chosen = replace(base, lr=best["lr"])
-    for variant, role in ((replace(chosen, schedule="constant"), "schedule"), (replace(chosen, train="all"), "train"),
-                          (replace(chosen, top_k=0), "teacher")):
+    chosen = replace(base, lr=best["lr"], schedule=best["schedule"])
+    single_factor = {"train": replace(chosen, train="all"), "teacher": replace(chosen, top_k=0)}
+    for role in variants:
+        variant = single_factor[role]
         row = run(first_ratio, variant, role)
         ablation.append(row)
         if role == "teacher":
@@ -173,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in load_end],
-        "note": (f"wall-clock timings on {args.threads} torch thread(s) of a CPU shared with other engineers' "
-                 "test runs: taken under load, compare them with each other, not with other machines"),
+        "note": (f"wall-clock timings on {args.threads} torch thread(s), under the load averages shown: compare "
+                 "them with each other, not with other machines"),
         "teacher": args.teacher,
         "students": {str(r): str(student_path(r)) for r in ratios},
         "text": {**text_info, "targets_top_k": args.top_k, "targets_seconds": round(targets_seconds, 1),
@@ -187,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - clock, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "healing_curve.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "healing_curve.md").write_text(markdown(result, ratios, budgets))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(result, ratios, budgets))
     print(markdown(result, ratios, budgets))
     return 0
 
@@ -240,9 +254,9 @@ def markdown(result: dict, ratios: list[float], budgets: list[int]) -> str:
     lines = [
         "# Self-distillation healing: quality against the healing budget (smollm2-135m)", "",
         f"`{result['command']}`", "",
-        (f"Machine: {result['machine']}; torch threads {result['torch_threads']} (1 of the 2 cores, leaving the "
-         f"other to the engineers sharing this machine); load average (1, 5, 15 min) {result['loadavg_start']} at "
-         f"start, {result['loadavg_end']} at end. {result['note']}. Total {result['elapsed_s'] / 60:.1f} min."), "",
+        (f"Machine: {result['machine']}; torch threads {result['torch_threads']}; load average (1, 5, 15 min) "
+         f"{result['loadavg_start']} at start, {result['loadavg_end']} at end. {result['note']}. Total "
+         f"{result['elapsed_s'] / 60:.1f} min."), "",
         (f"Teacher: the original, float32; original pydoc PPL {ppl0:.2f} on {result['corpus']['tokens']} tokens. "
          f"Healing text: {result['text']['tokens']} tokens the teacher wrote itself (seed {result['text']['seed']}, "
          f"{result['text']['sequences']} x {result['text']['length']}, {result['text']['seconds']} s to write); "
@@ -278,8 +292,9 @@ def markdown(result: dict, ratios: list[float], budgets: list[int]) -> str:
     if goals:
         lines += ["", f"Against the quality goals at {max(budgets)} healing tokens: " + "; ".join(goals) + "."]
     lines += ["", "## Settings compared (first ratio, first budget)", "",
-              "One factor at a time: three learning rates, then constant lr, all parameters and the full logits "
-              "each changed from the best lr; chosen by the held-out self-text KL (not by pydoc). Seconds are "
+              "One factor at a time: learning rates under each schedule, then all parameters and the full "
+              "logits each changed from the best of those; chosen by the held-out self-text KL (not by pydoc). "
+              "Seconds are "
               "wall-clock under a varying load from other processes, so single runs differ by up to ~40% for "
               "the same work.", "",
               ("| compared | train | lr | schedule | top_k | held-out self-text KL | pydoc PPL | KL | top-1 | "
