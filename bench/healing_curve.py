@@ -34,7 +34,7 @@ import torch
 from transformers import PreTrainedModel
 
 from prunenet.eval import evaluate
-from prunenet.healing import HealConfig, distill_kl, heal, teacher_targets, teacher_text
+from prunenet.healing import PRECISIONS, SCHEDULES, HealConfig, distill_kl, heal, teacher_targets, teacher_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules", default="cosine,constant", help="lr schedules compared with every lr")
     parser.add_argument("--variants", default="train,teacher",
                         help="single-factor variants of the best lr: train (all parameters), teacher (full logits)")
-    parser.add_argument("--precision", default="bfloat16", choices=("bfloat16", "float32"),
+    parser.add_argument("--precision", default="bfloat16", choices=PRECISIONS,
                         help="the forward passes' matrix products (as the CLI's --heal-precision)")
     parser.add_argument("--top-k", type=int, default=256, help="cached teacher targets: top-k + rest mass")
     parser.add_argument("--length", type=int, default=128)
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     lrs = [float(x) for x in args.lrs.split(",")]
     schedules = args.schedules.split(",")
     variants = [v for v in args.variants.split(",") if v]
-    if not schedules or not set(schedules) <= {"cosine", "constant"}:
-        parser.error(f"--schedules {args.schedules!r}: choose from cosine, constant")
+    if not set(schedules) <= set(SCHEDULES):
+        parser.error(f"--schedules {args.schedules!r}: choose from {', '.join(SCHEDULES)}")
     if not set(variants) <= {"train", "teacher"}:
         parser.error(f"--variants {args.variants!r}: choose from train, teacher (or none: '')")
     healed_budgets = [b for b in budgets if b > 0]
@@ -294,9 +294,8 @@ def markdown(result: dict, ratios: list[float], budgets: list[int]) -> str:
     lines += ["", "## Settings compared (first ratio, first budget)", "",
               "One factor at a time: learning rates under each schedule, then all parameters and the full "
               "logits each changed from the best of those; chosen by the held-out self-text KL (not by pydoc). "
-              "Seconds are "
-              "wall-clock under a varying load from other processes, so single runs differ by up to ~40% for "
-              "the same work.", "",
+              "Seconds are wall-clock under a varying load from other processes, so single runs differ by up to "
+              "~40% for the same work.", "",
               ("| compared | train | lr | schedule | top_k | held-out self-text KL | pydoc PPL | KL | top-1 | "
                "heal s | teacher s | tok/s |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
