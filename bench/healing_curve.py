@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning rates compared at the first budget")
     parser.add_argument("--schedules", default="cosine,constant", help="lr schedules compared with every lr")
     parser.add_argument("--variants", default="train,teacher",
-                        help="single-factor variants of the best lr: train (all parameters), teacher (full logits)")
+                        help="single-factor variants of the best lr: train (all parameters), teacher (full logits), "
+                             "lora (low-rank FFN updates + norms, at every lr of --lrs)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="rank of the lora variant's updates")
     parser.add_argument("--precision", default="bfloat16", choices=PRECISIONS,
                         help="the forward passes' matrix products (as the CLI's --heal-precision)")
     parser.add_argument("--top-k", type=int, default=256, help="cached teacher targets: top-k + rest mass")
@@ -84,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if not set(schedules) <= set(SCHEDULES):
         parser.error(f"--schedules {args.schedules!r}: choose from {', '.join(SCHEDULES)}")
-    if not set(variants) <= {"train", "teacher"}:
-        parser.error(f"--variants {args.variants!r}: choose from train, teacher (or none: '')")
+    if not set(variants) <= {"train", "teacher", "lora"}:
+        parser.error(f"--variants {args.variants!r}: choose from train, teacher, lora (or none: '')")
     healed_budgets = [b for b in budgets if b > 0]
     text_tokens = max(healed_budgets)
     import transformers
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.students / f"ratio-{ratio}"
 
     def run(ratio: float, config: HealConfig, role: str) -> dict:
-        name = (f"healed-r{ratio}-{config.tokens}-{config.train}-lr{config.lr:g}-{config.schedule}"
+        train = f"lora{config.lora_rank}" if config.train == "lora" else config.train
+        name = (f"healed-r{ratio}-{config.tokens}-{train}-lr{config.lr:g}-{config.schedule}"
                 f"-k{config.top_k}-{config.precision}")
         folder = args.work / name
         saved = folder / "heal.json"
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                       targets=targets if config.top_k == args.top_k else None)
         after = distill_kl(student, teacher, held_out)
         save(student, student_path(ratio), folder)
-        row = {"ratio": ratio, "budget": config.tokens, "train": config.train, "lr": config.lr,
+        row = {"ratio": ratio, "budget": config.tokens, "train": train, "lr": config.lr,
                "schedule": config.schedule, "top_k": config.top_k, "held_out_kl_before": before,
                "held_out_kl": after, "folder": str(folder), "heal": report}
         saved.write_text(json.dumps(row, indent=1))
@@ -145,17 +148,19 @@ def main(argv: list[str] | None = None) -> int:
                 for schedule in schedules for lr in lrs]
     best = min(ablation, key=lambda r: r["held_out_kl"])
     chosen = replace(base, lr=best["lr"], schedule=best["schedule"])
-    single_factor = {"train": replace(chosen, train="all"), "teacher": replace(chosen, top_k=0)}
+    # Low-rank updates usually want a larger rate than whole matrices: every lr is tried for them.
+    single_factor = {"train": [replace(chosen, train="all")], "teacher": [replace(chosen, top_k=0)],
+                     "lora": [replace(chosen, train="lora", lora_rank=args.lora_rank, lr=lr) for lr in lrs]}
     for role in variants:
-        variant = single_factor[role]
-        row = run(first_ratio, variant, role)
-        ablation.append(row)
-        if role == "teacher":
-            # The full logits cost a teacher forward every step: adopted only if clearly better (> 2%).
-            if row["held_out_kl"] < 0.98 * best["held_out_kl"]:
+        for variant in single_factor[role]:
+            row = run(first_ratio, variant, role)
+            ablation.append(row)
+            if role == "teacher":
+                # The full logits cost a teacher forward every step: adopted only if clearly better (> 2%).
+                if row["held_out_kl"] < 0.98 * best["held_out_kl"]:
+                    best, chosen = row, variant
+            elif row["held_out_kl"] < best["held_out_kl"]:
                 best, chosen = row, variant
-        elif row["held_out_kl"] < best["held_out_kl"]:
-            best, chosen = row, variant
     print(f"chosen: {chosen}", flush=True)
 
     # 2. the curve with the chosen settings

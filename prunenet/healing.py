@@ -29,7 +29,7 @@ from .calibration.probes import ProbePlan, generate
 from .config import SELF
 from .progress import progress_bar
 
-Train = Literal["ffn_norms", "ffn", "norms", "all"]
+Train = Literal["ffn_norms", "ffn", "norms", "all", "lora"]
 Schedule = Literal["cosine", "constant"]
 Precision = Literal["float32", "bfloat16"]
 TRAIN_CHOICES: tuple[str, ...] = get_args(Train)
@@ -54,7 +54,10 @@ class HealConfig:
     warmup_steps: int = 0  # linear warm-up steps before the schedule
     weight_decay: float = 0.0  # AdamW decoupled decay; 0 keeps the pull towards the teacher alone
     max_grad_norm: float | None = 1.0  # gradient clipping over the trained parameters; None: no clipping
-    train: Train = "ffn_norms"  # which parameters train: FFN matrices + norms, FFN, norms, or all
+    # Which parameters train: FFN matrices + norms, FFN, norms, all, or lora: a rank-`lora_rank` update of
+    # every FFN matrix (merged into it afterwards) + the FFN's biases and the norms.
+    train: Train = "ffn_norms"
+    lora_rank: int = 16
     top_k: int = 0  # 0: the teacher's full logits per batch; k > 0: cached top-k log-probs + the rest mass
     seed: int = 0  # the order of the sequences; same seed, same text -> identical weights
     # The forward passes' matrix products (student and teacher): float32, or bfloat16 under autocast. The
@@ -66,7 +69,7 @@ class HealConfig:
         return self.tokens // (self.batch_size * self.length)
 
     def validate(self) -> HealConfig:
-        for name in ("tokens", "length", "batch_size", "warmup_steps", "top_k", "seed"):
+        for name in ("tokens", "length", "batch_size", "warmup_steps", "top_k", "seed", "lora_rank"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"heal {name} must be an int, got {type(value).__name__} {value!r}")
@@ -82,6 +85,8 @@ class HealConfig:
             raise ValueError(f"heal length={self.length!r} must be at least 2 tokens (one to predict)")
         if self.batch_size < 1:
             raise ValueError(f"heal batch_size={self.batch_size!r} must be at least 1")
+        if self.lora_rank < 1:
+            raise ValueError(f"heal lora_rank={self.lora_rank!r} must be at least 1")
         if self.tokens < self.batch_size * self.length:
             raise ValueError(f"heal tokens={self.tokens!r} is less than one step of batch_size x length = "
                              f"{self.batch_size} x {self.length} = {self.batch_size * self.length}")
@@ -173,14 +178,61 @@ def parameter_groups(model: torch.nn.Module) -> dict[str, list[str]]:
 
 
 def trained_names(model: torch.nn.Module, train: str) -> list[str]:
+    """The parameters `train` selects; for "lora", on a model whose FFN matrices carry `attach_low_rank`'s
+    updates: the updates, not the frozen matrices under them."""
     groups = parameter_groups(model)
+    if train == "lora":
+        groups["ffn"] = [name for name in groups["ffn"] if not name.endswith(".original")]
     chosen = {"ffn_norms": ("ffn", "norms"), "ffn": ("ffn",), "norms": ("norms",),
-              "all": ("ffn", "norms", "other")}[train]
+              "all": ("ffn", "norms", "other"), "lora": ("ffn", "norms")}[train]
     names = [name for group in chosen for name in groups[group]]
     if not names:
         raise ValueError(f"train={train!r} selects no parameter of this model (no FFN block named one of "
                          f"{FFN_MODULES} or no *Norm module)")
     return names
+
+
+class LowRankUpdate(torch.nn.Module):
+    """A parametrization W -> W + up @ down: a rank-r update of a frozen matrix (LoRA, without its alpha/r
+    scale, which only rescales the learning rate of Adam). `up` starts at zero, so the first step sees the
+    sliced model itself."""
+
+    def __init__(self, shape: torch.Size, rank: int, generator: torch.Generator):
+        super().__init__()
+        rows, columns = shape
+        self.down = torch.nn.Parameter(torch.randn(rank, columns, generator=generator) / math.sqrt(columns))
+        self.up = torch.nn.Parameter(torch.zeros(rows, rank))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.up @ self.down
+
+
+def attach_low_rank(model: torch.nn.Module, rank: int, seed: int) -> list[tuple[torch.nn.Module, str]]:
+    """Put a seeded `LowRankUpdate` of rank `rank` on every FFN matrix; returns (module, parameter name)
+    pairs for `merge_low_rank`."""
+    from torch.nn.utils import parametrize
+
+    generator = torch.Generator().manual_seed(seed)
+    attached = []
+    for name in parameter_groups(model)["ffn"]:
+        module_name, _, param_name = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        weight = getattr(module, param_name)
+        if weight.ndim != 2:  # biases train whole
+            continue
+        update = LowRankUpdate(weight.shape, min(rank, *weight.shape), generator).to(weight.device)
+        parametrize.register_parametrization(module, param_name, update)
+        attached.append((module, param_name))
+    return attached
+
+
+def merge_low_rank(attached: list[tuple[torch.nn.Module, str]]) -> None:
+    """Fold each update into its matrix and remove it: the model has its own modules and names again."""
+    from torch.nn.utils import parametrize
+
+    with torch.no_grad():
+        for module, param_name in attached:
+            parametrize.remove_parametrizations(module, param_name, leave_parametrized=True)
 
 
 def reduced_kl(student_logits: torch.Tensor, targets: TeacherTargets) -> torch.Tensor:
@@ -320,23 +372,26 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
     elif targets is not None:
         raise ValueError("targets were given but config.top_k=0 asks for the teacher's full logits")
 
-    names = set(trained_names(student, config.train))
     flags = {name: p.requires_grad for name, p in student.named_parameters()}
-    params = []
-    for name, param in student.named_parameters():  # tied weights appear once, under their first name
-        param.requires_grad_(name in names)
-        if name in names:
-            params.append(param)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     modes = (student.training, teacher.training)
-    # No dropout and a fixed teacher: the student follows one deterministic function, reproducibly.
-    student.eval(), teacher.eval()
     needed = config.steps * config.batch_size
     order = torch.cat(list(_order(sequences.shape[0], needed, config.seed)))
     kl_steps: list[float] = []
+    attached: list[tuple[torch.nn.Module, str]] = []
+    params: list[torch.nn.Parameter] = []
     bar = progress_bar(total=config.steps, desc=f"heal ({config.train})", unit="step", disable=not progress)
-    start = time.perf_counter()
     try:
+        if config.train == "lora":
+            attached = attach_low_rank(student, config.lora_rank, config.seed)
+        names = set(trained_names(student, config.train))
+        for name, param in student.named_parameters():  # tied weights appear once, under their first name
+            param.requires_grad_(name in names)
+            if name in names:
+                params.append(param)
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        # No dropout and a fixed teacher: the student follows one deterministic function, reproducibly.
+        student.eval(), teacher.eval()
+        start = time.perf_counter()
         for step in range(config.steps):
             rows = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = sequences[rows].to(device)
@@ -363,7 +418,9 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
             del logits, kl, loss
     finally:
         bar.close()
-        optimizer.zero_grad(set_to_none=True)
+        for param in params:
+            param.grad = None
+        merge_low_rank(attached)
         for name, param in student.named_parameters():
             param.requires_grad_(flags[name])
         student.train(modes[0]), teacher.train(modes[1])
@@ -415,5 +472,6 @@ def teacher_text(teacher: torch.nn.Module, tokenizer, sequences: int, length: in
         teacher.train(was_training)
 
 
-__all__ = ["HealConfig", "TeacherTargets", "chunks", "distill_kl", "full_kl", "heal", "parameter_groups",
-           "reduced_kl", "teacher_targets", "teacher_text", "trained_names"]
+__all__ = ["HealConfig", "LowRankUpdate", "TeacherTargets", "attach_low_rank", "chunks", "distill_kl", "full_kl",
+           "heal", "merge_low_rank", "parameter_groups", "reduced_kl", "teacher_targets", "teacher_text",
+           "trained_names"]

@@ -139,6 +139,40 @@ def test_only_the_chosen_parameters_change(teacher, texts, train):
     assert all(p.grad is None for p in student.parameters())
 
 
+def test_lora_trains_low_rank_updates_of_the_ffn_and_merges_them(teacher, texts):
+    train, held_out = texts
+    student = sliced(teacher)
+    before = copy.deepcopy(student.state_dict())
+    kl_before = distill_kl(student, teacher, held_out)
+    report = heal(student, teacher, train, quick(train="lora", lora_rank=2))
+    after = student.state_dict()
+    assert list(after) == list(before)  # merged: the model's own modules and names again
+    assert all(type(m).__name__ != "ParametrizationList" for m in student.modules())
+    ffn = [name for name in before if ".mlp." in name]
+    assert len(ffn) == 3 * LAYERS
+    for name in ffn:
+        update = after[name] - before[name]
+        assert update.abs().max() > 0, name
+        assert torch.linalg.matrix_rank(update, rtol=1e-4).item() <= 2, name
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {name for name in before if ".mlp." in name or "norm" in name}
+    norms = sum(before[name].numel() for name in before if "norm" in name)
+    assert report["trained_parameters"] == norms + sum(2 * sum(before[name].shape) for name in ffn)
+    assert all(p.requires_grad and p.grad is None for p in student.parameters())
+    assert distill_kl(student, teacher, held_out) < 0.9 * kl_before
+
+
+def test_lora_runs_are_seeded(teacher, texts):
+    train, _ = texts
+    runs = []
+    for seed in (0, 0, 1):
+        student = sliced(teacher)
+        heal(student, teacher, train, quick(tokens=1024, train="lora", lora_rank=2, seed=seed))
+        runs.append(student.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
 def test_parameter_groups_cover_every_parameter_once(teacher):
     groups = parameter_groups(teacher)
     names = [n for group in groups.values() for n in group]
@@ -204,6 +238,7 @@ class _Fixed(torch.nn.Module):
     ({"warmup_steps": 99}, "warmup_steps=99"),
     ({"top_k": -5}, "top_k=-5"),
     ({"train": "attention"}, "train='attention'"),
+    ({"lora_rank": 0}, "lora_rank=0"),
     ({"schedule": "linear"}, "schedule='linear'"),
     ({"precision": "float16"}, "precision='float16'"),
 ])
@@ -214,6 +249,7 @@ def test_bad_config_values_raise_value_error_naming_them(changes, message):
 
 @pytest.mark.parametrize("changes, message", [
     ({"tokens": 1.5}, "tokens"), ({"seed": True}, "seed"), ({"lr": "0.1"}, "lr"), ({"batch_size": None}, "batch_size"),
+    ({"lora_rank": 2.0}, "lora_rank"),
 ])
 def test_wrongly_typed_config_values_raise_type_error(changes, message):
     with pytest.raises(TypeError, match=message):
