@@ -4,7 +4,8 @@
     python bench/quality_table.py --tokens 2048 --threads 2 --seeds 0 --out /tmp/quality
 
 Methods (`METHODS`): the default (activation-aware rows + least-squares repair, sequential statistics on
-8192 probe tokens the model writes itself), the previous default (one-shot statistics, 4096 probes), the
+8192 probe tokens the model writes itself), the previous default (one-shot statistics, 4096 probes), rows
+ranked by the Fisher information of a mask on each row (`fisher`, with the default's repair), the
 paper's PruneNet policy (fit at --fit-ratio, sampled rows), random rows, and, on the first seed only, the
 variants that choose the defaults: one-shot statistics, no repair, OBS rows, the fits against the original
 (reconstruct, reconstruct-layer), twice the probes, the joint refinement of each FFN (refine), chat-start
@@ -41,6 +42,7 @@ METHODS: dict[str, tuple[dict, bool]] = {
     DEFAULT_LABEL: (dict(selector="activation", repair="lsq"), True),
     "previous default: oneshot, 4096 probes": (dict(selector="activation", repair="lsq", statistics="oneshot",
                                                     probe_tokens=4096), True),
+    "fisher + lsq": (dict(selector="fisher", repair="lsq"), True),
     "prunenet (paper)": (dict(selector="prunenet", repair="none"), True),
     "random": (dict(selector="random", repair="none"), True),
     "oneshot": (dict(selector="activation", repair="lsq", statistics="oneshot"), False),

@@ -40,7 +40,7 @@ from .ratios import check_ratio, kept_width, output_paths, parse_ratios
 from .repairs import REPAIRS
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
 from .scores import StoredScores
-from .selectors import Run, Selector, StatisticsSelector, WeightSelector, make_selector
+from .selectors import ModelSelector, Ranking, Run, Selector, StatisticsSelector, WeightSelector, make_selector
 from .selectors.policy.fit import fit_summary, train_policy
 from .selectors.policy.network import Policy, load_policy
 from .stages.pipeline import StagePipeline, load_teacher, sliced_copy, stored_names, stored_tensors
@@ -151,6 +151,7 @@ class _Selection:
     ratios: list[float]
     # Read once per call, however many widths it tries (--max-kl compresses several).
     _probes: Probes | None = field(default=None, init=False, repr=False)
+    _model_ranking: Ranking | None = field(default=None, init=False, repr=False)
     _scored_checked: bool = field(default=False, init=False, repr=False)
 
     @classmethod
@@ -167,9 +168,35 @@ class _Selection:
         return self.selector.needs == "statistics" and (self.stored is None or rerank)
 
     @property
+    def ranks_on_model(self) -> bool:
+        return isinstance(self.selector, ModelSelector) and self.stored is None
+
+    @property
     def needs_probes(self) -> bool:
         # Ratio 0 keeps every row: nothing to rank or repair.
-        return any(self.ratios) and (REPAIRS[self.config.repair].needs_statistics or self.ranks_on_statistics)
+        return any(self.ratios) and (REPAIRS[self.config.repair].needs_statistics or self.ranks_on_statistics
+                                     or self.ranks_on_model)
+
+    def check_model_memory(self, start: _Start) -> None:
+        """Refuse in one line, before any work, a selector that runs the whole model where it does not fit."""
+        if self.ranks_on_model and start.model is None:
+            parameters = describe(start.checkpoint, start.family, start.plan)["parameters"]
+            # The float32 weights, and about as much again for the probes' activations kept for the backward pass.
+            require_memory(2 * FLOAT32_BYTES * parameters, start.device,
+                           f"selector {self.config.selector!r} runs the whole model in float32")
+
+    def model_ranking(self, start: _Start, progress: bool) -> Ranking:
+        """The ranking of a selector that runs the whole model on the probes (computed once per call)."""
+        assert isinstance(self.selector, ModelSelector)
+        if self._model_ranking is None:
+            tokens = self.probes(start, progress).tokens
+            if start.model is not None:
+                self._model_ranking = self.selector.rank_model(start.model, start.plan, tokens, progress)
+            else:
+                model = load_teacher(start.checkpoint.path, start.device)
+                self._model_ranking = self.selector.rank_model(model, start.plan, tokens, progress)
+                del model
+        return self._model_ranking
 
     @property
     def needs_weights(self) -> bool:
@@ -216,6 +243,9 @@ class _Selection:
             elif isinstance(self.selector, WeightSelector) and weights is not None:
                 ranking = self.selector.rank(weights, sorted(set(sliced.values())))
                 given = {r: ranking.rows(k) for r, k in sliced.items()}
+            elif self.ranks_on_model and sliced:
+                ranking = self.model_ranking(start, progress)
+                given = {r: ranking.rows(k) for r, k in sliced.items()}
         if probe_set is None:
             return ProbeSelection(kept=given or {}), None
         with timer.phase("statistics"):
@@ -236,6 +266,8 @@ def _search_width(selection: _Selection, start: _Start, max_kl: float, tokens: i
     # Another seed than the probes' (`seed`): the KL is measured on text the selection never saw.
     held_out = get_probes(start.checkpoint, replace(config.probes, tokens=tokens, length=None), config.seed + 1,
                           cache_root(), start.device, progress).tokens
+    if selection.ranks_on_model:  # ranked once, before the original is held for the search
+        selection.model_ranking(start, progress)
     teacher = load_teacher(start.checkpoint.path, start.device)
     names = stored_names(teacher, start.checkpoint.weight_map)
     found: dict[int, tuple[float, ProbeSelection, Probes | None]] = {}
@@ -318,6 +350,7 @@ def compress(
     start = _start(model, revision, json_path, config.device, progress)
     assert isinstance(start.checkpoint, Checkpoint)
     before = describe(start.checkpoint, start.family, start.plan)
+    selection.check_model_memory(start)
     if stages:
         stages.check_memory(before["parameters"], start.device)
         if stages.text_needs_chat_template:  # refused here, not after the statistics pass
@@ -476,8 +509,12 @@ def score(
     check_output(out, overwrite)
     start = _start(model, revision, json_path, config.device, progress)
     probe_set = None
+    selection.check_model_memory(start)
     with start.timer.phase("score"):
-        if isinstance(selector, StatisticsSelector):
+        if selection.ranks_on_model:
+            probe_set = selection.probes(start, progress)
+            priority = selection.model_ranking(start, progress).priority
+        elif isinstance(selector, StatisticsSelector):
             probe_set = selection.probes(start, progress)
             stream = start.stream()
             # One one-shot pass, no repair, ranking every row (down to width 1) so that any ratio can be sliced.

@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     sco = commands.add_parser(
         "score", help="rank MODEL's rows once into a file; compress --scores slices it at any ratio",
         epilog=EPILOG, formatter_class=_FORMATTER,
-        description="Rank every FFN row of MODEL once (probes + statistics, or a policy fit for the prunenet "
-                    "selector) and save the ranking; `compress --scores FILE` then slices any ratio from it.")
+        description="Rank every FFN row of MODEL once (probes + statistics; for the fisher selector, gradients "
+                    "of the whole model on the probes; a policy fit for the prunenet selector) and save the "
+                    "ranking; `compress --scores FILE` then slices any ratio from it.")
     _add_model(sco)
     sco.add_argument("--out", required=True, help="the scores file to write (.safetensors)")
     sco.add_argument("--overwrite", action="store_true", help="replace an existing --out")

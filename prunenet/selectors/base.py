@@ -3,7 +3,8 @@
 A selector ranks the FFN rows of every layer from one of two inputs:
 - `WeightSelector`: the stacked scored matrices (L, n, h) of the checkpoint (the paper's policy, baselines);
 - `StatisticsSelector`: one layer at a time, the activation statistics of the probes (`LayerStats`) and the
-  layer's output matrix, during the layer-streaming pass.
+  layer's output matrix, during the layer-streaming pass;
+- `ModelSelector`: the whole model, loaded, and the probe tokens (gradients through every layer).
 The driver asks a selector what it `needs`; it never tests a selector's name. Each selector's options are
 a `Config` dataclass of its own (`options`), refused when another selector is in use.
 """
@@ -21,6 +22,7 @@ from ..config import Config, NoOptions
 
 if TYPE_CHECKING:
     from ..calibration.statistics import LayerStats, OutputMatrix
+    from ..model.ffn_map import SlicePlan
     from ..report import PhaseTimer
     from ..scores import StoredScores
 
@@ -53,7 +55,7 @@ class Selector:
 
     name: ClassVar[str]
     help: ClassVar[str]  # one line for --help
-    needs: ClassVar[Literal["weights", "statistics"]]
+    needs: ClassVar[Literal["weights", "statistics", "model"]]
     options: ClassVar[type[Config]] = NoOptions
     trains_policy: ClassVar[bool] = False  # its scores file is a trained policy (`fit`), not a ranking
 
@@ -99,4 +101,12 @@ class StatisticsSelector(Selector):
 
     def rank_layer(self, stats: LayerStats, output: OutputMatrix, smallest_width: int) -> torch.Tensor:
         """Keep priority (n,) of one layer's rows, ranking down to `smallest_width` where that matters."""
+        raise NotImplementedError
+
+
+class ModelSelector(Selector):
+    needs = "model"
+
+    def rank_model(self, model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tensor, progress: bool) -> Ranking:
+        """The ranking of every layer's rows from the whole loaded `model` run on the probe `tokens` (S, T)."""
         raise NotImplementedError
