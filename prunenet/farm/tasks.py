@@ -2,13 +2,15 @@
 end, once per host, removing what killed attempts left.
 
 Plain functions (the runner wraps them with `ray.remote`), so that they import without Ray. Each sets torch's
-thread count first: Ray sets OMP_NUM_THREADS only when it starts a worker, and reuses workers across tasks.
+thread count first (`_prepare_worker`): Ray sets OMP_NUM_THREADS only when it starts a worker, and reuses
+workers across tasks.
 Arguments and results are paths and small dicts; weights never travel through the object store.
 Each records its result beside its output only after the output is complete, with where it ran (`placement`:
 the Ray node, and how many times Ray had retried the task after a worker or node died).
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +18,18 @@ from ..atomic import clean_stale
 from .jobs import JOB_RECORD, SCORES_RECORD, write_record
 
 
-def _threads(threads: int) -> None:
+def _prepare_worker(threads: int) -> None:
+    """torch's thread count, and the checkout off sys.path. Ray puts the driver's working directory on every
+    worker's sys.path; a farm started inside a checkout of prunenet (an editable install) would then find the
+    checkout's `kernels/` folder (installed as `prunenet_kernels`) where transformers imports the Hugging Face
+    `kernels` package. The installed packages are found without it."""
     import torch
 
+    import prunenet
+
+    checkout = Path(prunenet.__file__).resolve().parents[1]
+    if (checkout / "kernels" / "ops").is_dir() and (checkout / "setup.py").is_file():
+        sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != checkout]
     torch.set_num_threads(max(1, int(threads)))
 
 
@@ -42,7 +53,7 @@ def score_task(source: str, scores: str, options: dict, key: dict, threads: int)
     import prunenet
 
     start = time.perf_counter()
-    _threads(threads)
+    _prepare_worker(threads)
     path = Path(scores)
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / SCORES_RECORD).unlink(missing_ok=True)
@@ -59,7 +70,7 @@ def slice_task(scored: dict, source: str, target: dict, out: str, options: dict,
     import prunenet
 
     start = time.perf_counter()
-    _threads(threads)
+    _prepare_worker(threads)
     folder = Path(out)
     folder.parent.mkdir(parents=True, exist_ok=True)
     report = prunenet.compress(source, out=str(folder), **target, scores=scored["scores"],
@@ -80,7 +91,7 @@ def eval_task(source: str, outputs: list[str], options: dict, key: dict, record:
     from ..eval import evaluate
 
     start = time.perf_counter()
-    _threads(threads)
+    _prepare_worker(threads)
     report = evaluate(source, outputs, **options, progress=False)
     original, *compressed = report["models"]
     result = {

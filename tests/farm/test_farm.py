@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,22 @@ def test_cli_refuses_local_sizes_with_an_address(models, tmp_path, capsys):
     plan = write_plan(tmp_path / "plan.toml", tmp_path / "runs", models[:1])
     assert main(["farm", str(plan), "--address", "auto", "--cpus", "2"]) == 2
     assert "--cpus" in capsys.readouterr().err
+
+
+def test_a_worker_takes_the_checkout_off_its_path(monkeypatch):
+    # Ray puts the driver's working directory on a worker's sys.path; inside a checkout, its kernels/ folder
+    # would shadow the Hugging Face package transformers imports.
+    from prunenet.farm.tasks import _prepare_worker
+
+    checkout = Path(prunenet.__file__).resolve().parents[1]
+    if not (checkout / "kernels" / "ops").is_dir():
+        pytest.skip("prunenet is not installed from a checkout here")
+    monkeypatch.setattr(sys, "path", [str(checkout), "", *sys.path])
+    monkeypatch.chdir(checkout)
+    threads = torch.get_num_threads()
+    try:
+        _prepare_worker(1)
+        assert all(Path(entry or ".").resolve() != checkout for entry in sys.path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
