@@ -190,12 +190,9 @@ class _Selection:
         assert isinstance(self.selector, ModelSelector)
         if self._model_ranking is None:
             tokens = self.probes(start, progress).tokens
-            if start.model is not None:
-                self._model_ranking = self.selector.rank_model(start.model, start.plan, tokens, progress)
-            else:
-                model = load_teacher(start.checkpoint.path, start.device)
-                self._model_ranking = self.selector.rank_model(model, start.plan, tokens, progress)
-                del model
+            # A checkpoint's original is loaded for the ranking only, and let go before the statistics pass.
+            model = start.model if start.model is not None else load_teacher(start.checkpoint.path, start.device)
+            self._model_ranking = self.selector.rank_model(model, start.plan, tokens, progress)
         return self._model_ranking
 
     @property

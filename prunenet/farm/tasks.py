@@ -10,7 +10,6 @@ the Ray node, and how many times Ray had retried the task after a worker or node
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -19,17 +18,12 @@ from .jobs import JOB_RECORD, SCORES_RECORD, write_record
 
 
 def _prepare_worker(threads: int) -> None:
-    """torch's thread count, and the checkout off sys.path. Ray puts the driver's working directory on every
-    worker's sys.path; a farm started inside a checkout of prunenet (an editable install) would then find the
-    checkout's `kernels/` folder (installed as `prunenet_kernels`) where transformers imports the Hugging Face
-    `kernels` package. The installed packages are found without it."""
+    """torch's thread count, and the checkout off sys.path (Ray puts the driver's working directory there)."""
     import torch
 
-    import prunenet
+    from ..checkout import leave_checkout_off_path
 
-    checkout = Path(prunenet.__file__).resolve().parents[1]
-    if (checkout / "kernels" / "ops").is_dir() and (checkout / "setup.py").is_file():
-        sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != checkout]
+    leave_checkout_off_path()
     torch.set_num_threads(max(1, int(threads)))
 
 

@@ -1,6 +1,6 @@
 """What a row selector is: what it needs, its own options, and the keep priority it produces.
 
-A selector ranks the FFN rows of every layer from one of two inputs:
+A selector ranks the FFN rows of every layer from one of three inputs:
 - `WeightSelector`: the stacked scored matrices (L, n, h) of the checkpoint (the paper's policy, baselines);
 - `StatisticsSelector`: one layer at a time, the activation statistics of the probes (`LayerStats`) and the
   layer's output matrix, during the layer-streaming pass;

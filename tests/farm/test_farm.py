@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -375,3 +376,16 @@ def test_a_worker_takes_the_checkout_off_its_path(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_python_m_prunenet_runs_inside_the_checkout(models, tmp_path):
+    # `python -m prunenet` puts the working directory first on sys.path: the checkout, when run from it.
+    checkout = Path(prunenet.__file__).resolve().parents[1]
+    if not (checkout / "kernels" / "ops").is_dir():
+        pytest.skip("prunenet is not installed from a checkout here")
+    argv = ["compress", str(models[0]), "--ratio", "0.3", "--out", str(tmp_path / "out"), "--probe-tokens", "256",
+            "--probe-length", "32", "--probe-dtype", "float32", "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "prunenet", *argv], cwd=checkout, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "prunenet.json").is_file()
