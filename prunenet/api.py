@@ -180,9 +180,8 @@ class _Selection:
     def check_model_memory(self, start: _Start) -> None:
         """Refuse in one line, before any work, a selector that runs the whole model where it does not fit."""
         if self.ranks_on_model and start.model is None:
-            parameters = describe(start.checkpoint, start.family, start.plan)["parameters"]
             # The float32 weights, and about as much again for the probes' activations kept for the backward pass.
-            require_memory(2 * FLOAT32_BYTES * parameters, start.device,
+            require_memory(2 * FLOAT32_BYTES * start.checkpoint.num_parameters(), start.device,
                            f"selector {self.config.selector!r} runs the whole model in float32")
 
     def model_ranking(self, start: _Start, progress: bool) -> Ranking:

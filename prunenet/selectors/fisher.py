@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from ..calibration.layer_stream import LayerStream
 from ..calibration.probes import probe_batches
+from ..calibration.statistics import output_module_path
 from ..model.ffn_map import SlicePlan
 from ..progress import progress_bar
 from .base import ModelSelector, Ranking
@@ -26,18 +28,8 @@ from .base import ModelSelector, Ranking
 
 def output_modules(model: torch.nn.Module, plan: SlicePlan) -> list[torch.nn.Module]:
     """Every layer's output matrix (down_proj, fc2, ...) as a module of the loaded `model`, in layer order."""
-    modules = dict(model.named_modules())
-    prefix = f"{model.base_model_prefix}."
-    found: dict[int, torch.nn.Module] = {}
-    for name, (layer, role) in plan.roles.items():
-        if role != "cols":
-            continue
-        path = name.removesuffix(".weight")
-        module = modules.get(path) or modules.get(prefix + path) or modules.get(path.removeprefix(prefix))
-        if module is None:
-            raise ValueError(f"the model has no module {path!r} for the output matrix {name!r}")
-        found[layer] = module
-    return [found[layer] for layer in range(plan.num_layers)]
+    path = output_module_path(plan.family)
+    return [layer.get_submodule(path) for layer in LayerStream.of_model(model, plan.family).layers]
 
 
 def fisher_priority(model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tensor,

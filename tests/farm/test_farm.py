@@ -359,14 +359,20 @@ def test_cli_refuses_local_sizes_with_an_address(models, tmp_path, capsys):
     assert "--cpus" in capsys.readouterr().err
 
 
+def _checkout_or_skip() -> Path:
+    """The checkout prunenet is installed from; the test is skipped where it is installed otherwise."""
+    checkout = Path(prunenet.__file__).resolve().parents[1]
+    if not (checkout / "kernels" / "ops").is_dir():
+        pytest.skip("prunenet is not installed from a checkout here")
+    return checkout
+
+
 def test_a_worker_takes_the_checkout_off_its_path(monkeypatch):
     # Ray puts the driver's working directory on a worker's sys.path; inside a checkout, its kernels/ folder
     # would shadow the Hugging Face package transformers imports.
     from prunenet.farm.tasks import _prepare_worker
 
-    checkout = Path(prunenet.__file__).resolve().parents[1]
-    if not (checkout / "kernels" / "ops").is_dir():
-        pytest.skip("prunenet is not installed from a checkout here")
+    checkout = _checkout_or_skip()
     monkeypatch.setattr(sys, "path", [str(checkout), "", *sys.path])
     monkeypatch.chdir(checkout)
     threads = torch.get_num_threads()
@@ -380,9 +386,7 @@ def test_a_worker_takes_the_checkout_off_its_path(monkeypatch):
 
 def test_python_m_prunenet_runs_inside_the_checkout(models, tmp_path):
     # `python -m prunenet` puts the working directory first on sys.path: the checkout, when run from it.
-    checkout = Path(prunenet.__file__).resolve().parents[1]
-    if not (checkout / "kernels" / "ops").is_dir():
-        pytest.skip("prunenet is not installed from a checkout here")
+    checkout = _checkout_or_skip()
     argv = ["compress", str(models[0]), "--ratio", "0.3", "--out", str(tmp_path / "out"), "--probe-tokens", "256",
             "--probe-length", "32", "--probe-dtype", "float32", "--quiet"]
     done = subprocess.run([sys.executable, "-m", "prunenet", *argv], cwd=checkout, capture_output=True, text=True,
