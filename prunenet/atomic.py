@@ -152,8 +152,8 @@ def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
     made = _make_parents(out)
     tmp = _sibling(out, "partial")
     _remove(tmp)
-    tmp.mkdir()
-    try:
+    try:  # the mkdir inside: an interrupt that lands just after it still removes the folder
+        tmp.mkdir()
         yield tmp
     except BaseException:
         _remove(tmp)

@@ -228,11 +228,12 @@ class HealOptions(Config):
               "--probe-temperature)", keyword="heal_temperature", slicing=True)
     # bfloat16 healed the embedded model as well as float32 (pydoc PPL 24.46 against 24.52 at 0.2, 29.48
     # against 29.45 at 0.3, 32768 tokens), its training steps in 0.59x the time and the original's targets
-    # in 0.62x, on a 2-core CPU with bfloat16 units.
-    precision: Literal["float32", "bfloat16"] = option(
-        "bfloat16", "heal: the matrix products of the forward passes (the original's targets and every training "
-                    "step): bfloat16 under autocast, or float32 (weights, updates and the KL stay float32 either "
-                    "way; a CPU without bfloat16 units may run float32 faster)",
+    # in 0.62x, on a 2-core CPU with bfloat16 units; on one without them, emulated, 10-60x slower.
+    precision: Literal["auto", "float32", "bfloat16"] = option(
+        "auto", "heal: the matrix products of the forward passes (the original's targets and every training "
+                "step): bfloat16 under autocast, float32, or auto: bfloat16 where the device has bfloat16 units "
+                "(a GPU's, a CPU's AVX-512 or AMX), float32 where it would emulate them (weights, updates and "
+                "the KL stay float32 either way)",
         keyword="heal_precision", slicing=True)
 
     def check(self) -> None:

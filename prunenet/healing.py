@@ -31,7 +31,7 @@ from .progress import progress_bar
 
 Train = Literal["ffn_norms", "ffn", "norms", "all", "lora"]
 Schedule = Literal["cosine", "constant"]
-Precision = Literal["float32", "bfloat16"]
+Precision = Literal["auto", "float32", "bfloat16"]
 TRAIN_CHOICES: tuple[str, ...] = get_args(Train)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -60,9 +60,9 @@ class HealConfig:
     lora_rank: int = 16
     top_k: int = 0  # 0: the teacher's full logits per batch; k > 0: cached top-k log-probs + the rest mass
     seed: int = 0  # the order of the sequences; same seed, same text -> identical weights
-    # The forward passes' matrix products (student and teacher): float32, or bfloat16 under autocast. The
-    # weights, their updates and the KL stay float32 either way.
-    precision: Precision = "float32"
+    # The forward passes' matrix products (student and teacher): float32, or bfloat16 under autocast, or auto
+    # (`resolved_precision`). The weights, their updates and the KL stay float32 either way.
+    precision: Precision = "auto"
 
     @property
     def steps(self) -> int:
@@ -266,11 +266,29 @@ def _logits(model: torch.nn.Module, batch: torch.Tensor, precision: Precision = 
     return logits.float()
 
 
-def _check_precision(precision: Precision, device: torch.device) -> None:
-    """Refuse bfloat16 products on a GPU without bfloat16 units (autocast there would emulate them)."""
+def has_bfloat16_units(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices natively (a GPU's, or a CPU's AVX-512 / AMX units)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return bool(supported is not None and supported())
+    return False
+
+
+def resolved_precision(precision: Precision, device: torch.device) -> Precision:
+    """The precision the forward passes run in on `device`: auto is bfloat16 where it has bfloat16 units.
+
+    Where it has none, autocast emulates bfloat16: a forward and backward pass of the embedded model took
+    5.0 + 52.3 s in bfloat16 against 0.85 + 0.85 s in float32 on a 2-core CPU with AVX2 only, while one with
+    the units ran a training step in 0.59x the float32 time.
+    """
+    if precision == "auto":
+        return "bfloat16" if has_bfloat16_units(device) else "float32"
     if precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"heal precision 'bfloat16' needs a GPU with bfloat16 units, and {device} has none: "
                          "use precision 'float32' (--heal-precision float32)")
+    return precision
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -279,7 +297,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def teacher_targets(teacher: torch.nn.Module, tokens: torch.Tensor, length: int, top_k: int,
-                    batch_size: int = 4, progress: bool = False, precision: Precision = "float32") -> TeacherTargets:
+                    batch_size: int = 4, progress: bool = False, precision: Precision = "auto") -> TeacherTargets:
     """The teacher's top-k targets for every sequence of `chunks(tokens, length)`, computed once."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k={top_k!r} must be a positive int")
@@ -288,7 +306,7 @@ def teacher_targets(teacher: torch.nn.Module, tokens: torch.Tensor, length: int,
     if vocab is not None and top_k >= vocab:
         raise ValueError(f"top_k={top_k!r} must be below the vocabulary size {vocab} (use top_k=0 for full logits)")
     device, was_training = _device(teacher), teacher.training
-    _check_precision(precision, device)
+    precision = resolved_precision(precision, device)
     teacher.eval()
     indices, logprobs, rest = [], [], []
     try:
@@ -341,7 +359,8 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
     away). The teacher runs under no_grad on the student's device. With `config.top_k` > 0 the reduced
     targets are computed once up front, or taken from `targets` (from `teacher_targets` with the same
     text, length and top_k), so several students can share one teacher pass.
-    Report: steps, tokens (trained, repeats counted), epochs over the text, seconds (training),
+    Report: precision (the one the forward passes ran in), steps, tokens (trained, repeats counted), epochs
+    over the text, seconds (training),
     teacher_seconds (the up-front top-k pass), kl_first (the first batch before any update), kl_last (the
     last batch), kl_steps (every step's batch KL; reduced KL when top_k > 0), trained_parameters.
     """
@@ -354,7 +373,7 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
         raise TypeError(f"heal trains the student in float32; its parameters are {sorted(map(str, floating))} "
                         "(load it with dtype=torch.float32)")
     device = _device(student)
-    _check_precision(config.precision, device)
+    precision = resolved_precision(config.precision, device)
     head = getattr(student, "get_output_embeddings", lambda: None)()
     vocab = head.weight.shape[0] if head is not None else None
     if config.top_k and vocab is not None and config.top_k >= vocab:
@@ -364,7 +383,7 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
         if targets is None:
             start = time.perf_counter()
             targets = teacher_targets(teacher, tokens, config.length, config.top_k, config.batch_size, progress,
-                                      config.precision)
+                                      precision)
             teacher_seconds = time.perf_counter() - start
         elif targets.indices.shape[:2] != (sequences.shape[0], config.length - 1) or targets.top_k != config.top_k:
             raise ValueError(f"targets of shape {tuple(targets.indices.shape)} do not match the text's "
@@ -397,12 +416,12 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
             batch = sequences[rows].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
-            logits = _logits(student, batch, config.precision)
+            logits = _logits(student, batch, precision)
             if targets is not None:  # set exactly when config.top_k > 0
                 kl = reduced_kl(logits, targets.batch(rows, device))
             else:
                 with torch.no_grad():
-                    reference = _logits(teacher, batch.to(_device(teacher)), config.precision).to(device)
+                    reference = _logits(teacher, batch.to(_device(teacher)), precision).to(device)
                 kl = full_kl(logits, reference)
                 del reference
             loss = kl.mean()
@@ -428,6 +447,7 @@ def heal(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tenso
     trained_tokens = needed * config.length
     return {
         "config": config.as_dict(),
+        "precision": precision,
         "steps": config.steps,
         "tokens": trained_tokens,
         "text_sequences": sequences.shape[0],

@@ -11,7 +11,8 @@ Layout under the plan's output root, per model:
     <out>/<model>/farm-eval.json       the evaluation of the model's outputs (eval = true)
 
 A job is done when its folder holds prunenet.json (of the same ratio or KL bound, and selector) and a
-farm-job.json whose key equals the job's: the same model fingerprint, ratio or bound, and selection options.
+farm-job.json whose key equals the job's: the same model fingerprint, ratio or bound, and selection options
+(those that can change the output: healing's only when it heals, refine's only with that repair).
 Outputs and scores made from self-written probes of an earlier sampler (other text for the same options and
 seed, as their probe info says) are not done either. Anything else is redone, and an existing folder is then
 overwritten (compress writes atomically: the old output stays whole until the new one replaces it).
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..calibration.probes import from_current_sampler
+from ..config import HealOptions, RefineOptions
 from ..scores import stored_probe_info
 from ..writer import PROVENANCE
 from .plan import ModelSpec, Plan
@@ -59,12 +61,39 @@ def normalised(data: dict) -> dict:
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
+def _unused(options: dict) -> set[str]:
+    """The options that change nothing in an output: healing's when it does not heal, refine's with another
+    repair."""
+    unused = set()
+    if not options.get("heal_tokens"):
+        unused |= {spec.keyword for spec in HealOptions.specs()} - {"heal_tokens"}
+    if options.get("repair") != "refine":
+        unused |= {spec.keyword for spec in RefineOptions.specs()}
+    return unused
+
+
+def essential(key):
+    """A key without the options that change nothing (in its own options, or in an evaluation's job keys).
+
+    Keys are made this way, and stored keys are compared this way too, so a key written before an unused
+    option changed its default, or before keys left such options out, still matches: the output is done.
+    """
+    if not isinstance(key, dict):
+        return key
+    key = dict(key)
+    if isinstance(key.get("options"), dict):
+        key["options"] = {k: v for k, v in key["options"].items() if k not in _unused(key["options"])}
+    if isinstance(key.get("outputs"), list):
+        key["outputs"] = [[out, essential(job)] for out, job in key["outputs"]]
+    return key
+
+
 def job_key(model: ModelSpec, target: dict, plan: Plan) -> dict:
-    return normalised({"model": model.fingerprint, **target, "options": plan.options})
+    return essential(normalised({"model": model.fingerprint, **target, "options": plan.options}))
 
 
 def scores_key(model: ModelSpec, plan: Plan) -> dict:
-    return normalised({"model": model.fingerprint, "options": plan.options})
+    return essential(normalised({"model": model.fingerprint, "options": plan.options}))
 
 
 def output_folder(plan: Plan, model: ModelSpec, target: dict) -> Path:
@@ -112,7 +141,7 @@ def _state(out: Path, key: dict, target: dict, selector: str | None) -> tuple[st
         made = provenance.get("ratio") == target["ratio"]
     made_as_asked = (made and provenance.get("selector") in (selector, None)
                      and from_current_sampler(provenance.get("probes")))
-    if record.get("key") != key or not made_as_asked:
+    if essential(record.get("key")) != key or not made_as_asked:
         return "changed", None
     return "done", record.get("result")
 
@@ -121,7 +150,8 @@ def scores_ready(plan: Plan, model: ModelSpec) -> bool:
     """The model's scores file exists and was written for the same fingerprint and options."""
     folder = model.folder(plan.out)
     record = read_record(folder / SCORES_RECORD)
-    return ((folder / SCORES).is_file() and record is not None and record.get("key") == scores_key(model, plan)
+    return ((folder / SCORES).is_file() and record is not None
+            and essential(record.get("key")) == scores_key(model, plan)
             and from_current_sampler(stored_probe_info(folder / SCORES)))
 
 

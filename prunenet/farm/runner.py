@@ -24,13 +24,15 @@ from pathlib import Path
 from ..atomic import temporaries
 from ..progress import progress_bar
 from . import tasks
-from .jobs import EVAL_RECORD, SCORES, SCORES_RECORD, Job, eval_key, read_record, scores_key, scores_ready
+from .jobs import EVAL_RECORD, SCORES, SCORES_RECORD, Job, essential, eval_key, read_record, scores_key, scores_ready
 from .plan import ModelSpec, Plan
 
 # The farm passes paths and small dicts between tasks, never tensors: a small object store is plenty, and
 # Ray's default (30% of RAM, in /dev/shm) is not wanted on a small machine.
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024 * 1024
-CANCEL_GRACE_S = 10.0
+# A cancelled task stops at its next Python bytecode, which on a loaded machine can be one long tensor
+# operation away; the wait ends as soon as its temporary folder is gone.
+CANCEL_GRACE_S = 30.0
 
 
 @dataclass
@@ -220,7 +222,7 @@ class _Farm:
         key = eval_key(self.plan, model, landed)
         record_path = model.folder(self.plan.out) / EVAL_RECORD
         record = read_record(record_path)
-        if record is not None and record.get("key") == key:
+        if record is not None and essential(record.get("key")) == key:
             self.outcome.evals[model.name] = {"status": "skipped", "result": record["result"]}
             return
         outputs = [str(j.out) for j in landed]

@@ -317,6 +317,29 @@ def test_a_plan_without_ratios_or_bounds_is_refused(models, tmp_path):
         load_plan({"out": str(tmp_path / "runs"), "models": [str(models[0])]})
 
 
+def test_keys_leave_out_the_options_that_change_nothing(models, tmp_path):
+    """Healing's options count only when it heals, refine's only with that repair; a key stored with them
+    all (or with another default of one) still matches, so a new default of an unused option redoes nothing."""
+    from prunenet.farm.jobs import essential
+
+    def key(**options):
+        plan = load_plan({"out": str(tmp_path / "runs"), "models": [str(models[0])], "ratios": [0.2],
+                          "options": options})
+        return plan_jobs(plan)[0].key
+
+    plain = key()
+    assert "heal_tokens" in plain["options"] and "heal_precision" not in plain["options"]
+    assert not any(name.startswith("refine_") for name in plain["options"])
+    assert key(heal_tokens=4096)["options"]["heal_precision"] == "auto"
+    assert key(repair="refine")["options"]["refine_lr"] == 3e-4
+    stored = {**plain, "options": {**plain["options"], "heal_precision": "bfloat16", "heal_lr": 1.0,
+                                   "refine_epochs": 9}}
+    assert essential(stored) == plain
+    assert essential({**plain, "options": {**plain["options"], "seed": 5}}) != plain
+    healed = key(heal_tokens=4096)
+    assert essential({**healed, "options": {**healed["options"], "heal_precision": "bfloat16"}}) != healed
+
+
 def test_kl_bounds_are_jobs_of_their_own(models, tmp_path):
     plan = load_plan({"out": str(tmp_path / "runs"), "models": [str(m) for m in models[:2]], "ratios": [0.2],
                       "max_kl": [0.05, 0.5]})

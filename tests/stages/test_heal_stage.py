@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 import prunenet
 import prunenet.memory
 from prunenet.calibration import probes as probes_module
+from prunenet.healing import resolved_precision
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 # The tiny models have 96 tokens: top-16 targets; a larger lr than the default so a few steps show.
@@ -36,7 +37,9 @@ def test_healing_lowers_kl_keeps_the_rows_and_says_so(src, tmp_path):
     assert kl_to(src, tmp_path / "healed") < 0.95 * kl_to(src, tmp_path / "plain")
     report = healed["outputs"][0]["stages"]["heal"]
     assert report["steps"] == 2048 // (4 * 32) and report["kl_last"] < report["kl_first"]
-    assert report["config"]["precision"] == "bfloat16"  # the default: autocast products, float32 weights
+    # The default: bfloat16 autocast products where the CPU has the units, float32 where it would emulate them.
+    assert report["config"]["precision"] == "auto"
+    assert report["precision"] == resolved_precision("auto", torch.device("cpu"))
     assert read_json(tmp_path / "healed" / "prunenet.json")["stages"]["heal"]["steps"] == report["steps"]
     assert plain["outputs"][0]["stages"] is None and "stages" in healed["timings_s"]
     # Only FFN matrices and norms train (the default): attention and embeddings are written as stored.
@@ -51,7 +54,7 @@ def test_healing_in_float32_products_lowers_kl_too(src, tmp_path):
     prunenet.compress(src, tmp_path / "plain", ratio=0.4, progress=False, **PROBES)
     healed = prunenet.compress(src, tmp_path / "healed", ratio=0.4, progress=False, **PROBES, **HEAL,
                                heal_precision="float32")
-    assert healed["outputs"][0]["stages"]["heal"]["config"]["precision"] == "float32"
+    assert healed["outputs"][0]["stages"]["heal"]["precision"] == "float32"
     assert kl_to(src, tmp_path / "healed") < 0.95 * kl_to(src, tmp_path / "plain")
 
 

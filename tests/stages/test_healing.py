@@ -9,6 +9,7 @@ import torch
 import transformers as T
 from tiny_models import tiny_tokenizer
 
+from prunenet import healing
 from prunenet.healing import (
     HealConfig,
     distill_kl,
@@ -16,6 +17,7 @@ from prunenet.healing import (
     heal,
     parameter_groups,
     reduced_kl,
+    resolved_precision,
     teacher_targets,
     teacher_text,
 )
@@ -224,6 +226,14 @@ class _Fixed(torch.nn.Module):
 
     def forward(self, input_ids, use_cache=False):
         return T.modeling_outputs.CausalLMOutput(logits=self.logits[: input_ids.shape[0]])
+
+
+@pytest.mark.parametrize("units, auto", [(True, "bfloat16"), (False, "float32")])
+def test_auto_precision_is_bfloat16_only_where_the_device_has_the_units(monkeypatch, units, auto):
+    monkeypatch.setattr(healing, "has_bfloat16_units", lambda device: units)
+    cpu = torch.device("cpu")
+    assert resolved_precision("auto", cpu) == auto
+    assert [resolved_precision(p, cpu) for p in ("float32", "bfloat16")] == ["float32", "bfloat16"]  # as asked
 
 
 @pytest.mark.parametrize("changes, message", [
