@@ -34,7 +34,16 @@ import torch
 from transformers import PreTrainedModel
 
 from prunenet.eval import evaluate
-from prunenet.healing import PRECISIONS, SCHEDULES, HealConfig, distill_kl, heal, teacher_targets, teacher_text
+from prunenet.healing import (
+    PRECISIONS,
+    SCHEDULES,
+    HealConfig,
+    distill_kl,
+    heal,
+    resolved_precision,
+    teacher_targets,
+    teacher_text,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="single-factor variants of the best lr: train (all parameters), teacher (full logits), "
                              "lora (low-rank FFN updates + norms, at every lr of --lrs)")
     parser.add_argument("--lora-rank", type=int, default=16, help="rank of the lora variant's updates")
-    parser.add_argument("--precision", default="bfloat16", choices=PRECISIONS,
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="the forward passes' matrix products (as the CLI's --heal-precision)")
     parser.add_argument("--top-k", type=int, default=256, help="cached teacher targets: top-k + rest mass")
     parser.add_argument("--length", type=int, default=128)
@@ -96,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
+    args.precision = resolved_precision(args.precision, torch.device("cpu"))  # named in the students' folders
     args.work.mkdir(parents=True, exist_ok=True)
 
     text, text_info = cached_text(teacher, tokenizer, args.work, text_tokens // args.length, args.length,
