@@ -40,7 +40,7 @@ from .ratios import check_ratio, kept_width, output_paths, parse_ratios
 from .repairs import REPAIRS
 from .report import PhaseTimer, check_json_path, peak_rss_mb, save_report
 from .scores import StoredScores
-from .selectors import ModelSelector, Ranking, Run, Selector, StatisticsSelector, WeightSelector, make_selector
+from .selectors import Run, Selector, StatisticsSelector, WeightSelector, make_selector
 from .selectors.policy.fit import fit_summary, train_policy
 from .selectors.policy.network import Policy, load_policy
 from .stages.pipeline import StagePipeline, load_teacher, sliced_copy, stored_names, stored_tensors
@@ -151,7 +151,7 @@ class _Selection:
     ratios: list[float]
     # Read once per call, however many widths it tries (--max-kl compresses several).
     _probes: Probes | None = field(default=None, init=False, repr=False)
-    _model_ranking: Ranking | None = field(default=None, init=False, repr=False)
+    _model_prepared: bool = field(default=False, init=False, repr=False)
     _scored_checked: bool = field(default=False, init=False, repr=False)
 
     @classmethod
@@ -169,7 +169,7 @@ class _Selection:
 
     @property
     def ranks_on_model(self) -> bool:
-        return isinstance(self.selector, ModelSelector) and self.stored is None
+        return self.ranks_on_statistics and isinstance(self.selector, StatisticsSelector) and self.selector.uses_model
 
     @property
     def needs_probes(self) -> bool:
@@ -184,15 +184,15 @@ class _Selection:
             require_memory(2 * FLOAT32_BYTES * start.checkpoint.num_parameters(), start.device,
                            f"selector {self.config.selector!r} runs the whole model in float32")
 
-    def model_ranking(self, start: _Start, progress: bool) -> Ranking:
-        """The ranking of a selector that runs the whole model on the probes (computed once per call)."""
-        assert isinstance(self.selector, ModelSelector)
-        if self._model_ranking is None:
+    def prepare_model(self, start: _Start, progress: bool) -> None:
+        """Run the whole original model on the probes for a selector that `uses_model` (once per call)."""
+        assert isinstance(self.selector, StatisticsSelector)
+        if not self._model_prepared:
             tokens = self.probes(start, progress).tokens
-            # A checkpoint's original is loaded for the ranking only, and let go before the statistics pass.
+            # A checkpoint's original is loaded for this only, and let go before the statistics pass.
             model = start.model if start.model is not None else load_teacher(start.checkpoint.path, start.device)
-            self._model_ranking = self.selector.rank_model(model, start.plan, tokens, progress)
-        return self._model_ranking
+            self.selector.prepare_model(model, start.plan, tokens, progress)
+            self._model_prepared = True
 
     @property
     def needs_weights(self) -> bool:
@@ -240,8 +240,7 @@ class _Selection:
                 ranking = self.selector.rank(weights, sorted(set(sliced.values())))
                 given = {r: ranking.rows(k) for r, k in sliced.items()}
             elif self.ranks_on_model and sliced:
-                ranking = self.model_ranking(start, progress)
-                given = {r: ranking.rows(k) for r, k in sliced.items()}
+                self.prepare_model(start, progress)
         if probe_set is None:
             return ProbeSelection(kept=given or {}), None
         with timer.phase("statistics"):
@@ -262,8 +261,8 @@ def _search_width(selection: _Selection, start: _Start, max_kl: float, tokens: i
     # Another seed than the probes' (`seed`): the KL is measured on text the selection never saw.
     held_out = get_probes(start.checkpoint, replace(config.probes, tokens=tokens, length=None), config.seed + 1,
                           cache_root(), start.device, progress).tokens
-    if selection.ranks_on_model:  # ranked once, before the original is held for the search
-        selection.model_ranking(start, progress)
+    if selection.ranks_on_model:  # once, before the original is held for the search
+        selection.prepare_model(start, progress)
     teacher = load_teacher(start.checkpoint.path, start.device)
     names = stored_names(teacher, start.checkpoint.weight_map)
     found: dict[int, tuple[float, ProbeSelection, Probes | None]] = {}
@@ -507,11 +506,10 @@ def score(
     probe_set = None
     selection.check_model_memory(start)
     with start.timer.phase("score"):
-        if selection.ranks_on_model:
+        if isinstance(selector, StatisticsSelector):
             probe_set = selection.probes(start, progress)
-            priority = selection.model_ranking(start, progress).priority
-        elif isinstance(selector, StatisticsSelector):
-            probe_set = selection.probes(start, progress)
+            if selection.ranks_on_model:
+                selection.prepare_model(start, progress)
             stream = start.stream()
             # One one-shot pass, no repair, ranking every row (down to width 1) so that any ratio can be sliced.
             priority = select_on_probes(stream, probe_batches(probe_set.tokens), start.plan, {0.0: start.plan.n},

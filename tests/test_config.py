@@ -17,7 +17,7 @@ from prunenet.calibration.driver import MODES
 from prunenet.cli import build_parser, main
 from prunenet.config import CompressConfig, Config, FitConfig, ProbeConfig
 from prunenet.repairs import REPAIRS, Repair
-from prunenet.selectors import SELECTORS, ModelSelector, StatisticsSelector, WeightSelector
+from prunenet.selectors import SELECTORS, StatisticsSelector, WeightSelector
 
 # One non-default value of every option of every selector, and of the shared ones.
 NON_DEFAULTS = {
@@ -85,8 +85,8 @@ def test_bad_options_name_the_value(options, error, says):
 def test_every_registered_method_is_complete():
     for name, selector in SELECTORS.items():
         assert selector.name == name and selector.help
-        assert issubclass(selector, (WeightSelector, StatisticsSelector, ModelSelector))
-        assert selector.needs in ("weights", "statistics", "model")
+        assert issubclass(selector, (WeightSelector, StatisticsSelector))
+        assert selector.needs in ("weights", "statistics")
         assert issubclass(selector.options, Config)
     for name, repair in REPAIRS.items():
         assert isinstance(repair, Repair) and repair.name == name and repair.help

@@ -112,7 +112,7 @@ def select_on_probes(
         def decide(index: int, stats: LayerStats, output: OutputMatrix):
             if ranker is not None:
                 down_to = rank_down_to or min(round_widths.values())
-                priorities[index] = ranker.rank_layer(stats, output, down_to).cpu()
+                priorities[index] = ranker.rank_layer(index, stats, output, down_to).cpu()
             change = None
             for r, k in round_widths.items():
                 kept = K.topk_rows(priorities[index : index + 1], k)[0] if given is None else given[r][index].cpu()

@@ -1,14 +1,15 @@
 """The row selectors, by name: adding one means one module and one entry below.
 
-Each is a `Selector` (`base.py`): what it needs (the scored weights, activation statistics on the
-probes, or the whole model run on them), its own options, and the keep priority it produces.
+Each is a `Selector` (`base.py`): what it needs (the scored weights, or activation statistics on the
+probes, after the whole model has run on them where it `uses_model`), its own options, and the keep
+priority it produces.
 """
 from __future__ import annotations
 
 import torch
 
 from .activation import ActivationSelector
-from .base import ModelSelector, Ranking, Run, Selector, StatisticsSelector, WeightSelector
+from .base import Ranking, Run, Selector, StatisticsSelector, WeightSelector
 from .fisher import FisherSelector
 from .magnitude import MagnitudeSelector
 from .obs import ObsSelector
@@ -44,5 +45,5 @@ def select_rows(weights: torch.Tensor, k: int, selector: str = "prunenet", polic
     return cls(cls.options(), seed).rank(weights, [k]).rows(k)
 
 
-__all__ = ["SELECTORS", "ModelSelector", "Ranking", "Run", "Selector", "StatisticsSelector", "WeightSelector",
+__all__ = ["SELECTORS", "Ranking", "Run", "Selector", "StatisticsSelector", "WeightSelector",
            "PolicyConfig", "make_selector", "select_rows"]

@@ -20,5 +20,5 @@ class ActivationSelector(StatisticsSelector):
     name = "activation"
     help = "rows ranked by ||a_i|| ||down[:, i]|| on probe text"
 
-    def rank_layer(self, stats, output, smallest_width):
+    def rank_layer(self, index, stats, output, smallest_width):
         return activation_priority(stats.gram, output.weight)

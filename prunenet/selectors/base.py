@@ -1,10 +1,10 @@
 """What a row selector is: what it needs, its own options, and the keep priority it produces.
 
-A selector ranks the FFN rows of every layer from one of three inputs:
+A selector ranks the FFN rows of every layer from one of two inputs:
 - `WeightSelector`: the stacked scored matrices (L, n, h) of the checkpoint (the paper's policy, baselines);
 - `StatisticsSelector`: one layer at a time, the activation statistics of the probes (`LayerStats`) and the
-  layer's output matrix, during the layer-streaming pass;
-- `ModelSelector`: the whole model, loaded, and the probe tokens (gradients through every layer).
+  layer's output matrix, during the layer-streaming pass. One that `uses_model` also runs the whole original
+  model, loaded, on the probe tokens once before that pass (`prepare_model`: gradients through every layer).
 The driver asks a selector what it `needs`; it never tests a selector's name. Each selector's options are
 a `Config` dataclass of its own (`options`), refused when another selector is in use.
 """
@@ -55,7 +55,7 @@ class Selector:
 
     name: ClassVar[str]
     help: ClassVar[str]  # one line for --help
-    needs: ClassVar[Literal["weights", "statistics", "model"]]
+    needs: ClassVar[Literal["weights", "statistics"]]
     options: ClassVar[type[Config]] = NoOptions
     trains_policy: ClassVar[bool] = False  # its scores file is a trained policy (`fit`), not a ranking
 
@@ -98,15 +98,12 @@ class WeightSelector(Selector):
 
 class StatisticsSelector(Selector):
     needs = "statistics"
+    uses_model: ClassVar[bool] = False  # it runs the whole original model on the probes first (`prepare_model`)
 
-    def rank_layer(self, stats: LayerStats, output: OutputMatrix, smallest_width: int) -> torch.Tensor:
-        """Keep priority (n,) of one layer's rows, ranking down to `smallest_width` where that matters."""
-        raise NotImplementedError
+    def prepare_model(self, model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tensor, progress: bool) -> None:
+        """Work on the whole loaded original `model` and the probe `tokens` (S, T), once, before any layer is
+        ranked (selectors that `uses_model`)."""
 
-
-class ModelSelector(Selector):
-    needs = "model"
-
-    def rank_model(self, model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tensor, progress: bool) -> Ranking:
-        """The ranking of every layer's rows from the whole loaded `model` run on the probe `tokens` (S, T)."""
+    def rank_layer(self, index: int, stats: LayerStats, output: OutputMatrix, smallest_width: int) -> torch.Tensor:
+        """Keep priority (n,) of the rows of layer `index`, ranking down to `smallest_width` where that matters."""
         raise NotImplementedError

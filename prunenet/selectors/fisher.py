@@ -10,9 +10,15 @@ distribution (the KL the quality table measures) by F_ii / 2, with
 
 a_ti being row i's activation at token t and L the probes' summed negative log-likelihood (the mask's
 gradient at a token is a_ti times the activation's). Unlike `activation`, the score sees how much the
-layers above and the head care about a row, not only the size of what it adds. It needs the whole model
-in memory and one backward pass over the probes; the ranking is nested and serves every ratio. A probe
-file of the user's own text gives the empirical Fisher of that text instead.
+layers above and the head care about a row, not only the size of what it adds. It needs the whole
+original model in memory and one backward pass over the probes, before the statistics pass.
+
+In that pass a layer's rows are ranked by F_ii / E_ii * G_ii: the Fisher information per unit of the
+row's activation energy on the original (E_ii = sum_t a_ti^2), times its energy G_ii on the stream the
+pass runs. With sequential statistics (the default) that stream is the compressed one, so a row whose
+input the layers below already changed is ranked by what it carries now; with one-shot statistics
+G = E, and the ranking is Fisher's alone. A probe file of the user's own text gives the empirical
+Fisher of that text instead.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from ..calibration.probes import probe_batches
 from ..calibration.statistics import output_module_path
 from ..model.ffn_map import SlicePlan
 from ..progress import progress_bar
-from .base import ModelSelector, Ranking
+from .base import StatisticsSelector
 
 
 def output_modules(model: torch.nn.Module, plan: SlicePlan) -> list[torch.nn.Module]:
@@ -32,16 +38,19 @@ def output_modules(model: torch.nn.Module, plan: SlicePlan) -> list[torch.nn.Mod
     return [layer.get_submodule(path) for layer in LayerStream.of_model(model, plan.family).layers]
 
 
-def fisher_priority(model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tensor,
-                    progress: bool = False) -> torch.Tensor:
-    """F_ii (L, n), float32, of every row of every layer on the probe `tokens` (sequences, length)."""
+def fisher_information(model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tensor,
+                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """F_ii and the activation energy E_ii = sum_t a_ti^2 of every row of every layer on the probe `tokens`
+    (sequences, length): two (L, n) float32 tensors."""
     outputs = output_modules(model, plan)
     fisher = torch.zeros(plan.num_layers, plan.n, dtype=torch.float64)
+    energy = torch.zeros(plan.num_layers, plan.n, dtype=torch.float64)
     masks: dict[int, torch.Tensor] = {}
 
     def masked(index: int):
         def pre_hook(module, args):
             # Shaped as the activations reach the matrix: (batch, tokens, n), or (batch * tokens, n) in OPT.
+            energy[index] += args[0].detach().double().square().reshape(-1, plan.n).sum(0).cpu()
             masks[index] = torch.ones_like(args[0]).requires_grad_(True)
             return (args[0] * masks[index], *args[1:])
         return pre_hook
@@ -73,14 +82,21 @@ def fisher_priority(model: torch.nn.Module, plan: SlicePlan, tokens: torch.Tenso
         for p in trainable:
             p.requires_grad_(True)
         model.train(was_training)
-    return fisher.float()
+    return fisher.float(), energy.float()
 
 
-class FisherSelector(ModelSelector):
+class FisherSelector(StatisticsSelector):
     name = "fisher"
-    help = ("rows ranked by the Fisher information of a mask on each row on the probes: how much removing it "
-            "moves the model's own next-token distribution (the whole model in memory, float32, and a "
-            "backward pass over the probes)")
+    help = ("rows ranked by the Fisher information of a mask on each row on the probes, per unit of the row's "
+            "activation energy, times its energy on the stream the statistics pass runs (the whole model in "
+            "memory, float32, and a backward pass over the probes first)")
+    uses_model = True
 
-    def rank_model(self, model, plan, tokens, progress):
-        return Ranking(priority=fisher_priority(model, plan, tokens, progress))
+    def prepare_model(self, model, plan, tokens, progress):
+        fisher, energy = fisher_information(model, plan, tokens, progress)
+        # A row that never fires carries no information either: 0 / 0 ranks it last.
+        self.sensitivity = torch.where(energy > 0, fisher / energy.clamp_min(torch.finfo(energy.dtype).tiny), 0.0)
+
+    def rank_layer(self, index, stats, output, smallest_width):
+        sensitivity = self.sensitivity[index].to(stats.gram.device)
+        return sensitivity * stats.gram.diagonal().clamp_min(0)

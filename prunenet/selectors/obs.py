@@ -54,5 +54,5 @@ class ObsSelector(StatisticsSelector):
     name = "obs"
     help = "greedy structured OBS on the probes' activations"
 
-    def rank_layer(self, stats, output, smallest_width):
+    def rank_layer(self, index, stats, output, smallest_width):
         return obs_priority(stats.gram.cpu(), output.weight.cpu(), smallest_width)

@@ -1,4 +1,5 @@
-"""`fisher`: rows ranked by the Fisher information of a mask on each row, from the whole model on the probes."""
+"""`fisher`: rows ranked by the Fisher information of a mask on each row, from the whole model on the probes,
+per unit of activation energy, times the energy on the stream the statistics pass runs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,12 @@ from tiny_models import build_model, logits, save_model, tiny_tokenizer
 
 import prunenet
 import prunenet.memory
+from prunenet.calibration.statistics import LayerStats
 from prunenet.cli import main
 from prunenet.model.families import family_for
 from prunenet.model.ffn_map import SlicePlan
 from prunenet.model.in_memory import ModelTensors
-from prunenet.selectors.fisher import fisher_priority, output_modules
+from prunenet.selectors.fisher import FisherSelector, fisher_information, output_modules
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 
@@ -31,8 +33,8 @@ def test_fisher_is_the_sum_of_squared_mask_derivatives_by_finite_differences(nam
     model = build_model(name).double()
     plan = SlicePlan(ModelTensors(model), family_for(model.config.model_type))
     tokens = torch.randint(3, 96, (2, 6), generator=torch.Generator().manual_seed(1))
-    fisher = fisher_priority(model, plan, tokens)
-    assert fisher.shape == (plan.num_layers, plan.n) and (fisher >= 0).all()
+    fisher, energy = fisher_information(model, plan, tokens)
+    assert fisher.shape == energy.shape == (plan.num_layers, plan.n) and (fisher >= 0).all()
     layer, row, eps = 1, 7, 1e-5
     module = output_modules(model, plan)[layer]
     squares = 0.0
@@ -50,6 +52,35 @@ def test_fisher_is_the_sum_of_squared_mask_derivatives_by_finite_differences(nam
         squares += ((nll[0] - nll[1]) / (2 * eps)) ** 2
     assert squares > 0
     assert fisher[layer, row].item() == pytest.approx(squares, rel=1e-5)
+    seen = []
+    hook = module.register_forward_pre_hook(lambda mod, args: seen.append(args[0].reshape(-1, plan.n)[:, row]))
+    with torch.no_grad():
+        model(tokens)
+    hook.remove()
+    assert energy[layer, row].item() == pytest.approx(seen[0].square().sum().item(), rel=1e-5)
+
+
+def test_the_pass_ranks_by_fisher_per_unit_energy_times_the_energy_it_sees():
+    model = build_model("llama")
+    plan = SlicePlan(ModelTensors(model), family_for(model.config.model_type))
+    tokens = torch.randint(3, 96, (2, 12), generator=torch.Generator().manual_seed(3))
+    selector = FisherSelector(FisherSelector.options(), seed=0)
+    selector.prepare_model(model, plan, tokens, progress=False)
+    fisher, energy = fisher_information(model, plan, tokens)
+    assert (energy > 0).all()
+
+    def ranked(layer: int, gram: torch.Tensor) -> torch.Tensor:
+        stats = LayerStats(gram=gram, sums=torch.zeros(plan.n), count=tokens.numel())
+        return selector.rank_layer(layer, stats, None, smallest_width=1)
+
+    # On the original's stream (one-shot statistics) the ranking is Fisher's own.
+    torch.testing.assert_close(ranked(1, torch.diag(energy[1])), fisher[1])
+    # A row whose input the compressed layers below cut to a quarter of its energy is worth a quarter.
+    gram = torch.diag(energy[1])
+    gram[5, 5] *= 0.25
+    expected = fisher[1].clone()
+    expected[5] *= 0.25
+    torch.testing.assert_close(ranked(1, gram), expected)
 
 
 def test_ranking_leaves_the_model_as_it_was():
@@ -61,7 +92,7 @@ def test_ranking_leaves_the_model_as_it_was():
     model.eval()
     before = logits(model, tokens)
     model.train()
-    fisher_priority(model, plan, tokens)
+    fisher_information(model, plan, tokens)
     assert model.training and not model.lm_head.weight.requires_grad
     assert all(p.requires_grad for n, p in model.named_parameters() if n != "lm_head.weight")
     assert all(p.grad is None for p in model.parameters())
@@ -104,7 +135,8 @@ def test_a_scores_file_slices_as_the_direct_compress(tmp_path, statistics):
                                scores=scores, progress=False)
     assert stored["probes"]["from_scores"] == str(scores) and direct["outputs"][0]["ffn_width_after"] == 28
     kept = [read_json(tmp_path / f / "prunenet.json")["kept_rows"] for f in ("direct", "stored")]
-    assert kept[0] == kept[1]  # the stored ranking is used as it is, with sequential statistics too
+    # One-shot: the stored ranking as it is; sequential: ranked again in the pass, on the stored probes.
+    assert kept[0] == kept[1]
     for folder in ("direct", "stored"):
         assert logits(tmp_path / folder, torch.tensor([[3, 4, 5, 6]])).isfinite().all()
 
@@ -143,8 +175,8 @@ def test_a_kl_bound_search_ranks_once(tmp_path, monkeypatch):
 
     src = save_model(build_model("llama"), tmp_path / "src")
     calls = []
-    ranked = fisher.fisher_priority
-    monkeypatch.setattr(fisher, "fisher_priority", lambda *args, **kw: calls.append(1) or ranked(*args, **kw))
+    ranked = fisher.fisher_information
+    monkeypatch.setattr(fisher, "fisher_information", lambda *args, **kw: calls.append(1) or ranked(*args, **kw))
     report = prunenet.compress(src, tmp_path / "out", max_kl=0.01, max_kl_tokens=512, selector="fisher",
                                progress=False, **PROBES)
     assert len(report["max_kl"]["checked"]) > 1 and calls == [1]
